@@ -1,0 +1,69 @@
+"""h2o_sdk: a client for the h2oGPT chat service (HuggingFace chat-ui in front of TGI).
+
+Example::
+
+    import h2o_sdk
+
+    with h2o_sdk.Client() as client:
+        for text in client.stream("Write a haiku about rivers"):
+            print(text, end="", flush=True)
+
+Importing the package does no I/O and starts nothing.
+"""
+
+import logging
+
+from ._client import Client
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    GenerationError,
+    H2oError,
+    IncompleteStreamError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitError,
+    SessionCookieError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, format_prompt
+from ._stream import Stream
+from ._types import Reply, Timeout, Token
+from ._version import __version__
+
+logging.getLogger("h2o_sdk").addHandler(logging.NullHandler())
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DEFAULT_PARAMETERS",
+    "GenerationError",
+    "H2oError",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "Reply",
+    "SessionCookieError",
+    "Stream",
+    "StreamError",
+    "Timeout",
+    "Token",
+    "UnprocessableEntityError",
+    "__version__",
+    "format_prompt",
+]

@@ -1,0 +1,195 @@
+"""The h2oGPT chat wire contract (``shared/protocol.md``) as pure functions; no I/O."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._exceptions import GenerationError, ProtocolError
+from ._types import Token
+
+DEFAULT_BASE_URL = "https://gpt-gm.h2o.ai"
+DEFAULT_MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
+
+#: The seed's generation parameters (protocol.md 1); caller keywords override them.
+DEFAULT_PARAMETERS: Mapping[str, Any] = {
+    "temperature": 0.4,
+    "truncate": 2048,
+    "max_new_tokens": 1024,
+    "do_sample": True,
+    "repetition_penalty": 1.2,
+    "return_full_text": False,
+}
+
+SETTINGS_PATH = "/settings"
+CONVERSATION_PATH = "/conversation"
+
+_ROLES = ("system", "user", "assistant")
+
+Messages = str | Sequence[Mapping[str, str]]
+
+
+def conversation_path(conversation_id: str) -> str:
+    return f"{CONVERSATION_PATH}/{conversation_id}"
+
+
+def stop_generating_path(conversation_id: str) -> str:
+    return f"{CONVERSATION_PATH}/{conversation_id}/stop-generating"
+
+
+def settings_form(model: str) -> dict[str, str]:
+    """The welcome-modal form of ``POST /settings`` (protocol.md 1, step 1).
+
+    chat-ui coerces any non-empty value to true; ``ethicsModalAcceptedAt`` is
+    sent empty as the web page does (the server stamps the time itself).
+    """
+    return {
+        "ethicsModalAccepted": "true",
+        "shareConversationsWithModelAuthors": "true",
+        "ethicsModalAcceptedAt": "",
+        "activeModel": model,
+        "searchEnabled": "true",
+    }
+
+
+def create_payload(model: str) -> dict[str, str]:
+    """The JSON body of ``POST /conversation``."""
+    return {"model": model}
+
+
+def parse_conversation_id(body: Any) -> str:
+    """The conversation id from the answer to ``POST /conversation``.
+
+    Raises:
+        ProtocolError: The answer has no string ``conversationId``.
+    """
+    if isinstance(body, Mapping):
+        conversation_id = body.get("conversationId")
+        if isinstance(conversation_id, str) and conversation_id:
+            return conversation_id
+    raise ProtocolError(f"the server's answer has no conversationId: {str(body)[:200]!r}")
+
+
+def prompt_payload(
+    inputs: str,
+    parameters: Mapping[str, Any],
+    *,
+    message_id: str | None = None,
+    is_retry: bool = False,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /conversation/{id}`` (protocol.md 1).
+
+    Args:
+        inputs: The prompt text.
+        parameters: Caller parameters, merged over :data:`DEFAULT_PARAMETERS`.
+        message_id: The user message id (``options.id``); a new UUID4 if omitted.
+        is_retry: Regenerate the reply to ``message_id``.
+    """
+    return {
+        "inputs": inputs,
+        "parameters": {**DEFAULT_PARAMETERS, **parameters},
+        "stream": True,
+        "options": {
+            "id": message_id or str(uuid.uuid4()),
+            "response_id": str(uuid.uuid4()),
+            "is_retry": is_retry,
+            "use_cache": False,
+            "web_search_id": "",
+        },
+    }
+
+
+def format_prompt(messages: Messages) -> str:
+    """Flatten messages into one prompt, exactly like the seed (protocol.md 4).
+
+    A ``str`` is one user message. A single message is sent as its content
+    unchanged; several become ``"<Role>: <content>"`` lines followed by
+    ``"\\nAssistant:"``. The caller's list is only read.
+
+    Raises:
+        TypeError: ``messages`` is not a string or a sequence of mappings, or
+            a role or content is not a string.
+        ValueError: The list is empty, a message lacks ``role`` or
+            ``content``, a role is unknown, or the prompt is blank.
+    """
+    if isinstance(messages, str):
+        prompt = messages
+    elif isinstance(messages, (bytes, bytearray)) or not isinstance(messages, Sequence):
+        raise TypeError(
+            "messages must be a str or a sequence of {'role': ..., 'content': ...} mappings, "
+            f"not {type(messages).__name__}"
+        )
+    elif not messages:
+        raise ValueError("messages is empty: give at least one message")
+    else:
+        pairs = [_role_and_content(index, message) for index, message in enumerate(messages)]
+        if len(pairs) == 1:
+            prompt = pairs[0][1]
+        else:
+            lines = [f"{role.capitalize()}: {content}" for role, content in pairs]
+            prompt = "\n".join(lines) + "\nAssistant:"
+    if not prompt.strip():
+        raise ValueError("the prompt is blank: chat-ui rejects blank inputs")
+    return prompt
+
+
+def _role_and_content(index: int, message: object) -> tuple[str, str]:
+    if not isinstance(message, Mapping):
+        raise TypeError(f"messages[{index}] must be a mapping with 'role' and 'content', not {type(message).__name__}")
+    missing = [key for key in ("role", "content") if key not in message]
+    if missing:
+        raise ValueError(f"messages[{index}] has no {' or '.join(repr(k) for k in missing)}")
+    role, content = message["role"], message["content"]
+    if not isinstance(role, str):
+        raise TypeError(f"messages[{index}]['role'] must be a str, not {type(role).__name__}")
+    if not isinstance(content, str):
+        raise TypeError(f"messages[{index}]['content'] must be a str, not {type(content).__name__}")
+    if role not in _ROLES:
+        raise ValueError(f"messages[{index}]['role'] is {role!r}; expected one of {', '.join(_ROLES)}")
+    return role, content
+
+
+def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
+    """Parse the data of one TGI stream event (protocol.md 3.2, 3.3).
+
+    Returns:
+        The event's token, and for the last event (the one carrying
+        ``generated_text``) the whole event object, else ``None``.
+
+    Raises:
+        GenerationError: An in-band ``{"error", "error_type"}`` event.
+        ProtocolError: Anything that is not a TGI event.
+    """
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(f"unparsable stream event: {data[:200]!r}") from exc
+    raw = event.get("token") if isinstance(event, dict) else None
+    if raw is None:
+        if isinstance(event, dict) and "error" in event:
+            error_type = event.get("error_type")
+            raise GenerationError(
+                str(event["error"]), error_type=error_type if isinstance(error_type, str) else None
+            )
+        raise ProtocolError(f"stream event without a token: {data[:200]!r}")
+    try:
+        token = Token.from_dict(raw)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"malformed token in stream event: {data[:200]!r}") from exc
+    if not isinstance(token.text, str) or not isinstance(token.id, int):
+        raise ProtocolError(f"malformed token in stream event: {data[:200]!r}")
+    return token, (event if event.get("generated_text") is not None else None)
+
+
+def reply_fields(final: Mapping[str, Any]) -> dict[str, Any]:
+    """``text``, ``finish_reason``, ``generated_tokens`` and ``seed`` from the last event."""
+    details = final.get("details")
+    details = details if isinstance(details, Mapping) else {}
+    return {
+        "text": str(final["generated_text"]),
+        "finish_reason": details.get("finish_reason"),
+        "generated_tokens": details.get("generated_tokens"),
+        "seed": details.get("seed"),
+    }

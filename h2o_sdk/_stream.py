@@ -1,0 +1,291 @@
+"""Bytes from the socket -> lines -> sseclient-py -> tokens: the stream object.
+
+This module never opens a connection. The client hands a :class:`Stream` a
+function that performs the request and returns an :class:`Exchange`: the
+body's byte chunks, as they arrive, and a ``finish`` step that cleans up on
+the server. Only this module sees ``sseclient`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+from sseclient import SSEClient
+
+from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    GenerationError,
+    IncompleteStreamError,
+    ProtocolError,
+    StreamError,
+)
+from ._protocol import parse_event, reply_fields
+from ._types import Reply, Token
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Exchange", "LineReader", "Stream"]
+
+#: The largest event (bytes between two blank lines) a stream accepts.
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_BLANK = (b"\n", b"\r", b"\r\n")
+
+
+class _Truncated(Exception):
+    """The body ended in the middle of an event."""
+
+
+class LineReader:
+    """The lines of an event-stream body, line endings kept, as bytes.
+
+    Built for sseclient-py, which finds event boundaries by looking at line
+    endings, so they must survive (``requests``' ``iter_lines`` strips them).
+    A line is yielded as soon as its terminator arrives; a partial line waits
+    for the rest, which costs nothing because no event is complete before its
+    blank line anyway.
+
+    One wart, on purpose: a line ending in ``\\r`` is yielded at once, because
+    a bare CR is a complete line ending (HTML living standard, 9.2.5) and
+    waiting for a possible ``\\n`` would stall CR-only streams. If the next read
+    then starts with ``\\n``, that ``\\n`` is yielded alone as the tail of a
+    CRLF; sseclient-py concatenates before it tests for the blank line, so the
+    event comes out right.
+
+    Args:
+        chunks: The body's bytes, in whatever pieces the network delivers.
+        max_event_size: The largest event accepted, in bytes.
+
+    Raises:
+        ProtocolError: An event grew past ``max_event_size``.
+        _Truncated: The body ended in the middle of an event (private: the
+            stream turns it into :class:`IncompleteStreamError`). Raising,
+            rather than ending, keeps sseclient-py from dispatching the
+            truncated event, as the SSE specification requires.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        self._chunks = chunks
+        self._max = max_event_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        limit = self._max
+        pending = b""  # a partial line, waiting for its terminator
+        event_size = 0  # bytes of the event under way
+        after_cr = False  # the last line ended in a bare CR
+        head: bytes | None = b""  # the body's first bytes until the BOM is ruled in or out
+        for chunk in self._chunks:
+            if head is not None:
+                head += chunk
+                if len(head) < len(_BOM) and _BOM.startswith(head):
+                    continue
+                chunk = head[len(_BOM) :] if head.startswith(_BOM) else head
+                head = None
+            if pending:
+                chunk = pending + chunk
+                pending = b""
+            lines = chunk.splitlines(True)
+            if lines and lines[-1][-1:] not in b"\r\n":
+                pending = lines.pop()
+                if event_size + len(pending) > limit:
+                    raise ProtocolError(f"a stream event is larger than {limit} bytes")
+            for line in lines:
+                if after_cr and line == b"\n":
+                    # The tail of a CRLF whose CR ended the previous read.
+                    after_cr = False
+                    yield line
+                    continue
+                after_cr = line[-1:] == b"\r"
+                if line in _BLANK:
+                    event_size = 0
+                else:
+                    event_size += len(line)
+                    if event_size > limit:
+                        raise ProtocolError(f"a stream event is larger than {limit} bytes")
+                yield line
+        if pending or event_size or head:
+            raise _Truncated()
+
+
+class Exchange(Protocol):
+    """One prompt's exchange with the server, as the client opened it."""
+
+    @property
+    def conversation_id(self) -> str:
+        """The server conversation the reply belongs to."""
+        ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes as they arrive.
+
+        Raises:
+            APITimeoutError: No byte arrived within the idle timeout.
+            APIConnectionError: The connection broke.
+        """
+        ...
+
+    def finish(self, *, completed: bool, stop: bool) -> None:
+        """Release the answer and clean up on the server; never raises.
+
+        Args:
+            completed: The last event arrived (the rest of the body may be drained).
+            stop: The reply was cut short: ask the server to stop generating.
+        """
+        ...
+
+
+class Stream:
+    """A reply, token by token, as it arrives.
+
+    Iterating yields the text (``str``) of each non-special token.
+    :meth:`tokens` iterates the same stream as :class:`Token` objects, the
+    final special token included. Once the stream has finished, :attr:`reply`
+    holds the :class:`Reply`.
+
+    Nothing is sent until the first item is asked for. Leaving the ``with``
+    block, :meth:`close`, ``break`` followed by garbage collection, an
+    exception in the loop body and ``KeyboardInterrupt`` all close the
+    connection and delete the server conversation (after asking the server to
+    stop generating when the reply was cut short).
+
+    Example::
+
+        with client.stream("Write a haiku about rivers") as stream:
+            for text in stream:
+                print(text, end="", flush=True)
+        print(stream.reply.finish_reason)
+
+    A stream belongs to one thread at a time.
+
+    Raises (while iterating):
+        APIStatusError: The server refused a request.
+        APIConnectionError: The network failed (``APITimeoutError`` when the
+            server went silent for longer than the read timeout).
+        GenerationError: The server sent an in-band error event.
+        IncompleteStreamError: The stream ended before its last event.
+        ProtocolError: An event was not valid, or larger than the bound.
+    """
+
+    def __init__(
+        self,
+        open_exchange: Callable[[], Exchange],
+        *,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    ) -> None:
+        # The generator holds the state, never the Stream: without a reference
+        # cycle, a stream abandoned after ``break`` is finished (and its
+        # conversation deleted) as soon as the loop lets go of it.
+        self._state = _State()
+        self._generator = _run(self._state, open_exchange, max_event_size)
+
+    @property
+    def reply(self) -> Reply | None:
+        """The :class:`Reply` once the last event has arrived; ``None`` before."""
+        return self._state.reply
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The server conversation's id, once it has been created."""
+        return self._state.conversation_id
+
+    @property
+    def text(self) -> str:
+        """The reply's text received so far (all of it once finished)."""
+        return "".join(self._state.parts)
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> str:
+        generator = self._generator
+        while True:
+            token = next(generator)
+            if not token.special:
+                return token.text
+
+    def tokens(self) -> Iterator[Token]:
+        """Iterate the rest of this stream as :class:`Token` objects."""
+        return self._generator
+
+    def close(self) -> None:
+        """Stop reading, close the connection and clean up on the server.
+
+        Idempotent; does nothing to the server if the stream never started.
+        """
+        self._generator.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "finished" if self.reply is not None else f"{len(self._state.tokens)} tokens"
+        return f"<Stream conversation={self.conversation_id!r} {state}>"
+
+
+
+class _State:
+    """What a stream has received; shared by the Stream and its generator."""
+
+    __slots__ = ("conversation_id", "parts", "reply", "tokens")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.tokens: list[Token] = []
+        self.reply: Reply | None = None
+        self.conversation_id: str | None = None
+
+    def error(self, cls: type[StreamError], message: str) -> StreamError:
+        return cls(message, text="".join(self.parts), conversation_id=self.conversation_id)
+
+    def annotate(self, exc: StreamError) -> None:
+        exc.text = "".join(self.parts)
+        exc.conversation_id = self.conversation_id
+
+
+def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: int) -> Generator[Token, None, None]:
+    exchange = open_exchange()
+    state.conversation_id = exchange.conversation_id
+    completed = False
+    stop = True
+    try:
+        lines = LineReader(exchange.chunks(), max_event_size)
+        for event in SSEClient(iter(lines)).events():
+            try:
+                token, final = parse_event(event.data)
+            except GenerationError as exc:
+                stop = False  # the server ended the generation itself
+                state.annotate(exc)
+                raise
+            except StreamError as exc:
+                state.annotate(exc)
+                raise
+            state.tokens.append(token)
+            if not token.special:
+                state.parts.append(token.text)
+            if final is not None:
+                state.reply = Reply(
+                    **reply_fields(final), tokens=tuple(state.tokens), conversation_id=state.conversation_id
+                )
+                completed = True
+                yield token
+                return
+            yield token
+        raise state.error(IncompleteStreamError, "the stream ended before its last event")
+    except _Truncated:
+        raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
+    except APITimeoutError:
+        raise
+    except APIConnectionError as exc:
+        raise state.error(IncompleteStreamError, f"the stream was cut: {exc}") from exc
+    finally:
+        exchange.finish(completed=completed, stop=stop and not completed)

@@ -1,0 +1,99 @@
+"""Test helpers: TGI event bytes and a raw body that returns one chunk per read."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import responses
+from responses.registries import OrderedRegistry
+
+BASE = "http://chat.test"
+CID = "6b04967da542341dab911206"
+MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
+
+
+def token_event(tid: int, text: str, *, special: bool = False, final: str | None = None,
+                details: dict[str, Any] | None = None, sep: bytes = b"\n") -> bytes:
+    """One TGI event exactly as chat-ui forwards it: ``data:`` + compact JSON + blank line."""
+    obj = {"token": {"id": tid, "text": text, "logprob": -0.1, "special": special},
+           "generated_text": final, "details": details}
+    return b"data:" + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + sep + sep
+
+
+def reply_events(words: Sequence[str], *, details: dict[str, Any] | None = None, sep: bytes = b"\n") -> list[bytes]:
+    """The events of a whole reply: one per word, then the special end token."""
+    events = [token_event(1000 + i, w, sep=sep) for i, w in enumerate(words)]
+    events.append(token_event(11, "<|endoftext|>", special=True, final="".join(words), details=details, sep=sep))
+    return events
+
+
+def error_event(message: str, error_type: str) -> bytes:
+    return b"data:" + json.dumps({"error": message, "error_type": error_type}).encode() + b"\n\n"
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self, chunks: Iterable[bytes | BaseException]) -> None:
+        self._chunks = iter(chunks)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            return 0
+        if isinstance(chunk, BaseException):
+            raise chunk
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def chunked_body(chunks: Iterable[bytes | BaseException]) -> io.BufferedReader:
+    """A body whose every read returns exactly one of ``chunks`` (or raises it)."""
+    return io.BufferedReader(_Chunks(chunks), buffer_size=1 << 20)
+
+
+def new_mock() -> responses.RequestsMock:
+    return responses.RequestsMock(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+
+
+def add_settings(mock: responses.RequestsMock, *, cookie: str = "hf-chat=abc; Path=/; HttpOnly; SameSite=Lax",
+                 **kwargs: Any) -> None:
+    kwargs.setdefault("json", {"type": "redirect", "status": 303, "location": BASE + "/"})
+    mock.add(responses.POST, BASE + "/settings", headers={"Set-Cookie": cookie}, **kwargs)
+
+
+def add_create(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> None:
+    kwargs.setdefault("json", {"conversationId": cid})
+    mock.add(responses.POST, BASE + "/conversation", **kwargs)
+
+
+def add_prompt(mock: responses.RequestsMock, chunks: Iterable[bytes | BaseException] | None = None,
+               cid: str = CID, **kwargs: Any) -> None:
+    if chunks is not None:
+        kwargs["body"] = chunked_body(chunks)
+        kwargs.setdefault("content_type", "text/event-stream")
+    mock.add(responses.POST, f"{BASE}/conversation/{cid}", **kwargs)
+
+
+def add_stop(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> None:
+    kwargs.setdefault("body", b"")
+    mock.add(responses.POST, f"{BASE}/conversation/{cid}/stop-generating", **kwargs)
+
+
+def add_delete(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> None:
+    kwargs.setdefault("body", b"")
+    mock.add(responses.DELETE, f"{BASE}/conversation/{cid}", **kwargs)
+
+
+def calls(mock: responses.RequestsMock) -> list[tuple[str, str]]:
+    """``(method, path)`` of every request the mock saw, in order."""
+    out = []
+    for call in mock.calls:
+        assert call.request.url is not None and call.request.method is not None
+        out.append((call.request.method, call.request.url.removeprefix(BASE)))
+    return out
