@@ -63,8 +63,10 @@ def new_mock() -> responses.RequestsMock:
 
 def add_settings(mock: responses.RequestsMock, *, cookie: str = "hf-chat=abc; Path=/; HttpOnly; SameSite=Lax",
                  **kwargs: Any) -> None:
-    kwargs.setdefault("json", {"type": "redirect", "status": 303, "location": BASE + "/"})
-    mock.add(responses.POST, BASE + "/settings", headers={"Set-Cookie": cookie}, **kwargs)
+    if "body" not in kwargs:
+        kwargs.setdefault("json", {"type": "redirect", "status": 303, "location": BASE + "/"})
+    headers = {"Set-Cookie": cookie, **kwargs.pop("headers", {})}
+    mock.add(responses.POST, BASE + "/settings", headers=headers, **kwargs)
 
 
 def add_create(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> None:

@@ -1,0 +1,518 @@
+"""The blocking Client against ``responses``: request shapes, lifecycle, errors, retries."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+import h2o_sdk
+from h2o_sdk import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    Client,
+    GenerationError,
+    IncompleteStreamError,
+    InternalServerError,
+    PermissionDeniedError,
+    RateLimitError,
+    SessionCookieError,
+    UnprocessableEntityError,
+)
+
+from .helpers import (
+    BASE,
+    CID,
+    MODEL,
+    add_create,
+    add_delete,
+    add_prompt,
+    add_settings,
+    add_stop,
+    calls,
+    error_event,
+    new_mock,
+    reply_events,
+    token_event,
+)
+
+WORDS = ["Hello", "!", " How", " can", " I", " help", "?"]
+TEXT = "".join(WORDS)
+FLOW = [("POST", "/settings"), ("POST", "/conversation"), ("POST", f"/conversation/{CID}")]
+DELETE = ("DELETE", f"/conversation/{CID}")
+STOP = ("POST", f"/conversation/{CID}/stop-generating")
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    with new_mock() as m:
+        yield m
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr("h2o_sdk._client._sleep", slept.append)
+    return slept
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with Client(BASE) as c:
+        yield c
+
+
+def happy(mock: responses.RequestsMock, chunks: list[bytes] | None = None) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS) if chunks is None else chunks)
+    add_delete(mock)
+
+
+# -- the happy path and request shapes -------------------------------------------------
+
+
+def prompt_matcher(**expected_parameters: Any) -> Any:
+    def match(request: Any) -> tuple[bool, str]:
+        body = json.loads(request.body)
+        wanted = {**h2o_sdk.DEFAULT_PARAMETERS, **expected_parameters}
+        if body["parameters"] != wanted:
+            return False, f"parameters {body['parameters']} != {wanted}"
+        if body["inputs"] != "System: Be brief.\nUser: Hi\nAssistant:" or body["stream"] is not True:
+            return False, f"inputs/stream {body}"
+        if set(body["options"]) != {"id", "response_id", "is_retry", "use_cache", "web_search_id"}:
+            return False, f"options {body['options']}"
+        return True, ""
+
+    return match
+
+
+def test_request_shapes_of_the_whole_flow(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock, match=[
+        matchers.urlencoded_params_matcher({
+            "ethicsModalAccepted": "true", "shareConversationsWithModelAuthors": "true",
+            "ethicsModalAcceptedAt": "", "activeModel": MODEL, "searchEnabled": "true"}, allow_blank=True),
+        matchers.header_matcher({"Referer": BASE + "/"}),
+    ])
+    add_create(mock, match=[matchers.json_params_matcher({"model": MODEL}),
+                            matchers.header_matcher({"Cookie": "hf-chat=abc"})])
+    add_prompt(mock, reply_events(WORDS), match=[
+        prompt_matcher(stop=["User:"], seed=7, details=True, temperature=0.1),
+        matchers.header_matcher({"Cookie": "hf-chat=abc"}),
+    ])
+    add_delete(mock, match=[matchers.header_matcher({"Cookie": "hf-chat=abc"})])
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    reply = client.chat(messages, stop=["User:"], seed=7, details=True, temperature=0.1)
+    assert reply.text == TEXT and str(reply) == TEXT and reply.conversation_id == CID
+    assert calls(mock) == [*FLOW, DELETE]
+    ua = mock.calls[0].request.headers["User-Agent"]
+    assert ua.startswith(f"h2o-sdk/{h2o_sdk.__version__} ")
+
+
+def test_stream_yields_text_and_sets_reply(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock)
+    with client.stream("Hi") as stream:
+        assert calls(mock) == []  # lazy: nothing sent before iteration
+        assert list(stream) == WORDS
+    assert stream.reply is not None and stream.reply.text == TEXT
+    assert stream.reply.tokens[-1].special
+    assert calls(mock) == [*FLOW, DELETE]
+
+
+def test_settings_accepted_once_per_client_and_model_override(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock)
+    add_create(mock, cid="a" * 24, match=[matchers.json_params_matcher({"model": "other/model"})])
+    add_prompt(mock, reply_events(["ok"]), cid="a" * 24)
+    add_delete(mock, cid="a" * 24)
+    assert client.chat("one").text == TEXT
+    assert client.chat("two", model="other/model").text == "ok"
+    assert [c for c in calls(mock) if c[1] == "/settings"] == [("POST", "/settings")]
+
+
+def test_settings_303_is_accepted_and_not_followed(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock, status=303, headers={"Location": BASE + "/"}, body=b"")
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_delete(mock)
+    assert client.chat("Hi").text == TEXT
+    assert calls(mock) == [*FLOW, DELETE]
+
+
+def test_secure_cookie_over_http_is_reported(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock, cookie="hf-chat=abc; Path=/; HttpOnly; Secure; SameSite=None")
+    with pytest.raises(SessionCookieError, match=r"Secure.*https://"):
+        client.chat("Hi")
+    assert calls(mock) == [("POST", "/settings")]
+
+
+def test_secure_cookie_over_https_is_fine(mock: responses.RequestsMock) -> None:
+    https = BASE.replace("http://", "https://")
+    mock.add(responses.POST, https + "/settings", json={"type": "redirect"},
+             headers={"Set-Cookie": "hf-chat=abc; Path=/; HttpOnly; Secure; SameSite=None"})
+    mock.add(responses.POST, https + "/conversation", json={"conversationId": CID},
+             match=[matchers.header_matcher({"Cookie": "hf-chat=abc"})])
+    mock.add(responses.POST, f"{https}/conversation/{CID}", body=b"".join(reply_events(WORDS)))
+    mock.add(responses.DELETE, f"{https}/conversation/{CID}", body=b"")
+    with Client(https) as client:
+        assert client.chat("Hi").text == TEXT
+
+
+def test_405_accepts_the_welcome_modal_again_once(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock, status=405, json={"error": "You need to accept the welcome modal first"})
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_delete(mock)
+    assert client.chat("Hi").text == TEXT
+
+
+def test_405_twice_is_raised(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock, status=405, json={"error": "You need to accept the welcome modal first"})
+    add_settings(mock)
+    add_create(mock, status=405, json={"error": "You need to accept the welcome modal first"})
+    with pytest.raises(APIStatusError, match="welcome modal") as info:
+        client.chat("Hi")
+    assert info.value.status_code == 405 and info.value.method == "POST"
+    assert info.value.url == BASE + "/conversation"
+
+
+# -- cleanup on every exit path --------------------------------------------------------
+
+
+def test_break_mid_stream_stops_generation_then_deletes(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock)
+    mock.remove(responses.DELETE, f"{BASE}/conversation/{CID}")
+    add_stop(mock)
+    add_delete(mock)
+    for text in client.stream("Hi"):
+        assert text == "Hello"
+        break
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_close_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_stop(mock)
+    add_delete(mock)
+    stream = client.stream("Hi")
+    assert next(stream) == "Hello"
+    stream.close()
+    stream.close()
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+    assert stream.text == "Hello" and stream.reply is None
+
+
+def test_exception_in_the_callers_loop(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(ZeroDivisionError), client.stream("Hi") as stream:
+        for _ in stream:
+            1 / 0  # noqa: B018
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_keyboard_interrupt_in_the_loop(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(KeyboardInterrupt), client.stream("Hi") as stream:
+        for _ in stream:
+            raise KeyboardInterrupt
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_error_status_on_prompt_deletes_without_stop(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, status=422, json={"error": "Input validation error: `inputs` must have less than 2048 tokens.",
+                                       "error_type": "validation"})
+    add_delete(mock)
+    with pytest.raises(UnprocessableEntityError, match="must have less than 2048") as info:
+        client.chat("Hi")
+    assert info.value.error_type == "validation" and info.value.status_code == 422
+    assert calls(mock) == [*FLOW, DELETE]
+
+
+def test_in_band_error_deletes_without_stop(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock, reply_events(WORDS)[:3] + [error_event("Request failed during generation: OOM", "generation")])
+    with pytest.raises(GenerationError, match="OOM") as info:
+        client.chat("Hi")
+    assert info.value.text == "".join(WORDS[:3]) and info.value.conversation_id == CID
+    assert calls(mock) == [*FLOW, DELETE]
+
+
+def test_connection_cut_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, [*reply_events(WORDS)[:3], http.client.IncompleteRead(b"")])
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(IncompleteStreamError) as info:
+        client.chat("Hi")
+    assert info.value.text == "".join(WORDS[:3])
+    assert isinstance(info.value.__cause__, APIConnectionError)
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_clean_end_without_last_event(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS)[:2])
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(IncompleteStreamError):
+        client.chat("Hi")
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_idle_timeout_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, [reply_events(WORDS)[0], TimeoutError("timed out")])
+    add_stop(mock)
+    add_delete(mock)
+    stream = client.stream("Hi")
+    with pytest.raises(APITimeoutError) as info:
+        list(stream)
+    assert not info.value.connect and stream.text == "Hello"
+    assert calls(mock) == [*FLOW, STOP, DELETE]
+
+
+def test_failed_cleanup_is_logged_and_does_not_replace_the_error(
+    mock: responses.RequestsMock, client: Client, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, status=500, json={"error": "CUDA out of memory", "error_type": "generation"})
+    for _ in range(3):
+        add_delete(mock, status=503, body="upstream down")
+    with caplog.at_level(logging.WARNING, logger="h2o_sdk"), pytest.raises(InternalServerError, match="CUDA"):
+        client.chat("Hi")
+    assert calls(mock) == [*FLOW, DELETE, DELETE, DELETE]
+    assert f"could not delete conversation {CID}" in caplog.text and "upstream down" in caplog.text
+
+
+def test_cleanup_is_bounded_by_the_cleanup_timeout(mock: responses.RequestsMock, sleeps: list[float]) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, status=422, json={"error": "bad"})
+    add_delete(mock, status=429, headers={"Retry-After": "30"}, json={"message": "later"})
+    with Client(BASE, timeout=h2o_sdk.Timeout(cleanup=1.0)) as client, pytest.raises(UnprocessableEntityError):
+        client.chat("Hi")
+    assert sleeps == []  # a 30 s Retry-After does not fit in a 1 s cleanup budget
+    assert calls(mock) == [*FLOW, DELETE]
+
+
+# -- errors and retries -----------------------------------------------------------------
+
+
+def test_referer_error_is_a_permission_error_with_the_servers_text(mock: responses.RequestsMock,
+                                                                    client: Client) -> None:
+    mock.add(responses.POST, BASE + "/settings", status=403, body="Non-JSON form requests need to have a referer",
+             content_type="text/plain")
+    with pytest.raises(PermissionDeniedError) as info:
+        client.chat("Hi")
+    assert str(info.value).startswith("Non-JSON form requests need to have a referer (HTTP 403")
+    assert info.value.body == "Non-JSON form requests need to have a referer"
+
+
+def test_create_retries_5xx_then_gives_up(mock: responses.RequestsMock, client: Client,
+                                          sleeps: list[float]) -> None:
+    add_settings(mock)
+    for _ in range(3):
+        add_create(mock, status=500, json={"message": "Internal Error"})
+    with pytest.raises(InternalServerError, match="Internal Error"):
+        client.chat("Hi")
+    assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+
+
+def test_settings_retries_connection_errors_and_honours_retry_after(
+    mock: responses.RequestsMock, client: Client, sleeps: list[float]
+) -> None:
+    mock.add(responses.POST, BASE + "/settings", body=requests.ConnectionError("refused"))
+    mock.add(responses.POST, BASE + "/settings", status=429, headers={"Retry-After": "2"}, json={"message": "wait"})
+    happy(mock)
+    assert client.chat("Hi").text == TEXT
+    assert sleeps[1] == 2.0 and len(sleeps) == 2
+
+
+def test_max_retries_zero_disables(mock: responses.RequestsMock, sleeps: list[float]) -> None:
+    mock.add(responses.POST, BASE + "/settings", body=requests.ConnectionError("refused"))
+    with Client(BASE, max_retries=0) as client, pytest.raises(APIConnectionError, match="refused") as info:
+        client.chat("Hi")
+    assert isinstance(info.value.__cause__, requests.ConnectionError)
+    assert sleeps == []
+
+
+def test_prompt_retried_when_no_byte_arrived(mock: responses.RequestsMock, client: Client,
+                                             sleeps: list[float]) -> None:
+    add_settings(mock)
+    add_create(mock)
+    mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ConnectionError("reset"))
+    add_prompt(mock, reply_events(WORDS))
+    add_delete(mock)
+    assert client.chat("Hi").text == TEXT
+    assert len(sleeps) == 1
+
+
+def test_prompt_not_retried_after_an_answer_or_a_read_timeout(mock: responses.RequestsMock, client: Client,
+                                                               sleeps: list[float]) -> None:
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, status=429, headers={"Retry-After": "1"},
+               json={"error": "Model is overloaded", "error_type": "overloaded"})
+    add_delete(mock)
+    with pytest.raises(RateLimitError) as info:
+        client.chat("Hi")
+    assert info.value.retry_after == 1.0 and info.value.error_type == "overloaded"
+    add_create(mock)
+    mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ReadTimeout("slow"))
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(APITimeoutError):
+        client.chat("Hi")
+    assert sleeps == []
+    assert calls(mock)[-3:] == [("POST", f"/conversation/{CID}"), STOP, DELETE]
+
+
+def test_bad_messages_send_nothing(mock: responses.RequestsMock, client: Client) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        client.stream([])
+    with pytest.raises(TypeError):
+        client.chat([{"role": "user", "content": None}])  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="model"):
+        client.stream("Hi", model=" ")
+    assert calls(mock) == []
+
+
+def test_caller_list_is_not_modified(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock)
+    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    client.chat(messages)
+    assert messages == [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"base_url": "gpt-gm.h2o.ai"}, ValueError),
+        ({"base_url": 5}, TypeError),
+        ({"timeout": -1}, ValueError),
+        ({"timeout": "10"}, TypeError),
+        ({"timeout": (1, 2, 3)}, ValueError),
+        ({"max_retries": -1}, ValueError),
+        ({"proxy": "ftp://proxy:21"}, ValueError),
+        ({"session": object()}, TypeError),
+        ({"headers": [("a", "b")]}, TypeError),
+        ({"model": ""}, ValueError),
+    ],
+)
+def test_constructor_misuse(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Client(**kwargs)
+
+
+def test_closed_client_refuses_new_streams() -> None:
+    client = Client(BASE)
+    client.close()
+    client.close()
+    with pytest.raises(ValueError, match="closed"):
+        client.stream("Hi")
+
+
+class RecordingSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, Any]] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        self.seen.append({"method": method, **kwargs})
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_callers_session_proxy_headers_and_timeouts_apply_to_every_request(mock: responses.RequestsMock) -> None:
+    happy(mock)
+    session = RecordingSession()
+    with Client(BASE, session=session, proxy="http://proxy.test:3128", headers={"X-Team": "a"},
+                timeout=(3, 7)) as client:
+        client.chat("Hi")
+    assert [seen["method"] for seen in session.seen] == ["POST", "POST", "POST", "DELETE"]
+    for seen in session.seen:
+        assert seen["proxies"] == {"http": "http://proxy.test:3128", "https": "http://proxy.test:3128"}
+        assert seen["headers"]["X-Team"] == "a"
+    assert session.seen[2]["timeout"] == (3, 7)
+    assert session.seen[3]["timeout"][1] <= 5  # cleanup is bounded
+    session.get_adapter(BASE)  # the caller's session is still open and usable
+    session.close()
+
+
+def test_cookies_are_never_logged(mock: responses.RequestsMock, client: Client,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    happy(mock)
+    with caplog.at_level(logging.DEBUG):
+        client.chat("Hi")
+    assert caplog.records and "abc" not in caplog.text
+
+
+# -- chunk boundaries through the real urllib3 read path ----------------------------------
+
+
+@pytest.mark.parametrize("sep", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_every_split_offset_through_urllib3(mock: responses.RequestsMock, client: Client, sep: bytes) -> None:
+    words = ["Grüße", " 🙂", " ok"]
+    body = b"".join(reply_events(words, sep=sep))
+    add_settings(mock)
+    for cut in range(1, len(body)):
+        add_create(mock)
+        add_prompt(mock, [body[:cut], body[cut:]])
+        add_delete(mock)
+        assert client.chat("Hi").text == "".join(words), cut
+
+
+def test_tokens_are_yielded_as_their_bytes_arrive(mock: responses.RequestsMock, client: Client) -> None:
+    delivered: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for index, event in enumerate(reply_events(WORDS)):
+            delivered.append(index)
+            yield event
+
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, body())
+    add_delete(mock)
+    for index, _ in enumerate(client.stream("Hi")):
+        assert delivered[-1] == index  # no read ahead: the token came from the last read
+
+
+def test_server_error_event_first_is_a_validation_error(mock: responses.RequestsMock, client: Client) -> None:
+    happy(mock, [error_event("Input validation error: `temperature` must be strictly positive", "validation")])
+    with pytest.raises(GenerationError, match="strictly positive") as info:
+        client.chat("Hi", temperature=0)
+    assert info.value.error_type == "validation" and info.value.text == ""
+
+
+def test_final_token_that_is_not_special(mock: responses.RequestsMock, client: Client) -> None:
+    body = token_event(1, "a") + token_event(2, "b", final="ab", details={"finish_reason": "length",
+                                                                         "generated_tokens": 2, "seed": None})
+    happy(mock, [body])
+    reply = client.chat("Hi", max_new_tokens=2, details=True)
+    assert (reply.text, reply.finish_reason, reply.generated_tokens) == ("ab", "length", 2)
