@@ -331,7 +331,7 @@ class Client:
         except requests.exceptions.Timeout as exc:
             raise _timeout_error(f"timed out waiting for {method} {url}", method, url, connect=False) from exc
         except requests.exceptions.RequestException as exc:
-            raise APIConnectionError(f"{method} {url} failed: {exc}", method=method, url=url) from exc
+            raise APIConnectionError(f"{method} {url} failed: {_reason(exc)}", method=method, url=url) from exc
         logger.debug("%s %s -> %s", method, path, response.status_code)
         if response.status_code < 400:
             return response
@@ -385,6 +385,15 @@ class _ChatExchange:
 
 def _timeout_error(message: str, method: str, url: str, *, connect: bool = False) -> APITimeoutError:
     return APITimeoutError(message, method=method, url=url, connect=connect)
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of a requests error, without urllib3's retry wrapping."""
+    inner = exc.args[0] if exc.args else None
+    reason = getattr(inner, "reason", None) or inner or exc
+    text = str(reason)
+    # urllib3 prefixes the connection's repr: "HTTPConnection(host=..., port=...): Failed ..."
+    return text.split("): ", 1)[1] if text.startswith(("HTTPConnection(", "HTTPSConnection(")) else text
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float | None:

@@ -1,0 +1,20 @@
+"""A local emulator of the h2oGPT chat service, for demos and tests.
+
+Example::
+
+    from h2o_sdk import Client
+    from h2o_sdk.testing import Fault, serve
+
+    with serve(pace=0) as server, Client(server.url) as client:
+        print(client.chat("Hi"))
+        server.inject(Fault(drop_after=3))   # the next prompt's stream breaks
+
+It binds 127.0.0.1 by default and speaks the chat-ui 0.4 + TGI protocol of
+``shared/protocol.md``. It is written from that contract with its own literals
+and never imports the client's protocol code.
+"""
+
+from ._replies import default_reply, tokenize
+from ._server import MODELS, ChatServer, Fault, Record, serve
+
+__all__ = ["MODELS", "ChatServer", "Fault", "Record", "default_reply", "serve", "tokenize"]
