@@ -262,12 +262,8 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
         for event in SSEClient(iter(lines)).events():
             try:
                 token, final = parse_event(event.data)
-            except GenerationError as exc:
+            except GenerationError:
                 stop = False  # the server ended the generation itself
-                state.annotate(exc)
-                raise
-            except StreamError as exc:
-                state.annotate(exc)
                 raise
             state.tokens.append(token)
             if not token.special:
@@ -283,6 +279,9 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
         raise state.error(IncompleteStreamError, "the stream ended before its last event")
     except _Truncated:
         raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
+    except StreamError as exc:
+        state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
+        raise
     except APITimeoutError:
         raise
     except APIConnectionError as exc:

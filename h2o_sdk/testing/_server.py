@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 from ._replies import default_reply, token_id, tokenize
 
 __all__ = ["MODELS", "ChatServer", "Fault", "Record", "serve"]
+
+logger = logging.getLogger("h2o_sdk.testing")
 
 #: The models the emulator serves; the first is the default ``activeModel``.
 MODELS = (
@@ -121,6 +125,8 @@ class Record:
     path: str
     status: int
     session: str | None
+    #: The client's port: requests on one kept-alive connection share it.
+    port: int = 0
 
 
 @dataclass
@@ -147,6 +153,7 @@ class ChatServer:
     Attributes:
         url: The base URL, e.g. ``http://127.0.0.1:53411``.
         requests: Every request received, in order (a :class:`Record` each).
+        events_sent: How many stream events (tokens, errors) have been written.
     """
 
     def __init__(
@@ -177,6 +184,7 @@ class ChatServer:
         self.rate_limit = rate_limit
         self.preprompt = preprompt
         self.requests: list[Record] = []
+        self.events_sent = 0
         self._faults = list(faults)
         self._injected: list[Fault] = []
         self._lock = threading.Lock()
@@ -292,6 +300,12 @@ class _HTTPServer(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up is normal here; anything else is logged, not printed.
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionResetError, BrokenPipeError)):
+            logger.exception("the local server failed on a request from %s", client_address)
+
     def close_connections(self) -> None:
         # Wake handlers blocked reading an idle keep-alive connection.
         with self._connections_lock:
@@ -302,6 +316,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet by default
@@ -337,7 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, status: int) -> None:
         with self.app._lock:
-            self.app.requests.append(Record(self.command, self.path, status, self._session_id))
+            record = Record(self.command, self.path, status, self._session_id, int(self.client_address[1]))
+            self.app.requests.append(record)
 
     def _cookie_header(self) -> str:
         expires = formatdate(time.time() + 365 * 24 * 3600, usegmt=True)
@@ -714,6 +730,8 @@ class _Generation:
                            "seed": seed if isinstance(seed, int) else None}
             obj = {"token": obj, "generated_text": final, "details": details}
         self._write_event(b"data:" + _dumps(obj) + self.eol + self.eol)
+        with self.app._lock:
+            self.app.events_sent += 1
 
     def _write_event(self, data: bytes) -> None:
         size = self.fault.chunk_size
