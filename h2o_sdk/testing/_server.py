@@ -692,8 +692,10 @@ class _Generation:
                 return self._cut(parts)
             end = self._token(_END_TEXT, special=True)
             self._event(end, final="".join(parts), finish_reason=finish_reason, generated=len(parts) + 1)
-        self._end()
+        # Saved before the terminator, so a client that has seen the end (and its
+        # next prompt) always finds the history stored.
         self._save("".join(parts))
+        self._end()
 
     def _plan(self) -> tuple[list[str], str]:
         reply = self.app.reply
