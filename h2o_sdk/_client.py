@@ -25,6 +25,7 @@ from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    IncompleteStreamError,
     SessionCookieError,
     decode_body,
     parse_retry_after,
@@ -167,7 +168,8 @@ class Client:
         with self.stream(messages, model=model, **parameters) as stream:
             for _ in stream.tokens():
                 pass
-        assert stream.reply is not None  # a stream only ends quietly with its reply
+        if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
+            raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
         return stream.reply
 
     def close(self) -> None:
