@@ -79,12 +79,18 @@ def test_crlf_split_between_cr_and_lf_at_each_line_end() -> None:
         assert list(stream) == WORDS
 
 
-def test_space_after_data_colon_comments_and_bom() -> None:
+def test_space_after_data_colon_and_comments() -> None:
     events = [e.replace(b"data:", b"data: ", 1) for e in reply_events(WORDS)]
-    body = b"\xef\xbb\xbf:\n\n" + events[0] + b": keep-alive\n\n" + b"".join(events[1:])
-    for chunks in splits(body[:12]):
-        stream, _ = make_stream([*chunks, body[12:]])
-        assert list(stream) == WORDS
+    body = b":\n\n" + events[0] + b": keep-alive\n\n" + b"".join(events[1:])
+    stream, _ = make_stream([body])
+    assert list(stream) == WORDS
+
+
+def test_a_bom_before_the_first_event_is_dropped_wherever_it_is_split() -> None:
+    body = b"\xef\xbb\xbf" + b"".join(reply_events(WORDS))
+    for cut in range(1, 8):
+        stream, _ = make_stream([body[:cut], body[cut:]])
+        assert list(stream) == WORDS, cut
 
 
 def test_tokens_arrive_before_the_next_read() -> None:
@@ -171,6 +177,16 @@ def test_oversized_event_is_refused_before_it_is_buffered() -> None:
 def test_oversized_multi_line_event_is_refused() -> None:
     lines = (b"data:" + b"y" * 100 + b"\n" for _ in range(10_000))
     stream, exchange = make_stream(lines, max_event_size=10_000)
+    with pytest.raises(ProtocolError):
+        list(stream)
+    assert exchange.pulled < 200
+
+
+def test_size_bound_counts_across_crlf_split_between_reads() -> None:
+    # Every read ends in the CR of a CRLF; the LF that starts the next read is not a blank line.
+    line = b"data:" + b"z" * 100
+    reads = (b"\n" + line + b"\r" for _ in range(10_000))
+    stream, exchange = make_stream(reads, max_event_size=10_000)
     with pytest.raises(ProtocolError):
         list(stream)
     assert exchange.pulled < 200
