@@ -12,6 +12,7 @@ Importing the package does no I/O and starts nothing.
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._client import Client
 from ._exceptions import (
@@ -37,12 +38,32 @@ from ._stream import Stream
 from ._types import Reply, Timeout, Token
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient, AsyncStream
+    from ._provider import H2o
+
 logging.getLogger("h2o_sdk").addHandler(logging.NullHandler())
+
+_LAZY = {"AsyncClient": "_async_client", "AsyncStream": "_async_client", "H2o": "_provider"}
+
+
+def __getattr__(name: str) -> Any:
+    # The async layer imports anyio: load it only when it is used.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'h2o_sdk' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"h2o_sdk.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncClient",
+    "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
     "Client",
@@ -50,6 +71,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
     "GenerationError",
+    "H2o",
     "H2oError",
     "IncompleteStreamError",
     "InternalServerError",

@@ -6,10 +6,12 @@ and error statuses; everything above it speaks :mod:`h2o_sdk._exceptions`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import urllib3.exceptions
 
 from . import _protocol
@@ -84,6 +87,9 @@ class Client:
         headers: Extra headers sent with every request.
         verify: TLS verification, as ``requests`` takes it (bool or CA path).
         max_event_size: The largest stream event accepted, in bytes.
+        max_connections: How many connections the client's own session keeps
+            open for reuse (raise it for many concurrent streams; ignored
+            with ``session=``).
 
     Raises:
         TypeError, ValueError: An argument is unusable.
@@ -101,6 +107,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         verify: bool | str = True,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_connections: int = 10,
     ) -> None:
         self.base_url = _check_base_url(base_url)
         self.model = _check_model(model)
@@ -120,8 +127,15 @@ class Client:
                 raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
             self._headers.update(headers)
         self._verify = verify
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a positive whole number, not {max_connections!r}")
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_connections)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
         self._settings_lock = threading.Lock()
         self._settings_accepted = False
         self._closed = False
@@ -371,6 +385,14 @@ class _ChatExchange:
             raise _timeout_error(f"no data from {url} for {self._client.timeout.read}s", method, url) from exc
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise APIConnectionError(f"connection broken while reading {url}: {exc}", method=method, url=url) from exc
+
+    def abort(self) -> None:
+        # Shutting the socket down wakes a recv() blocked in another thread;
+        # closing it would not (and could hand its descriptor to a new socket).
+        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def finish(self, *, completed: bool, stop: bool) -> None:
         response = self._response

@@ -126,6 +126,10 @@ class Exchange(Protocol):
         """
         ...
 
+    def abort(self) -> None:
+        """Wake a read blocked in another thread (thread-safe; never raises)."""
+        ...
+
     def finish(self, *, completed: bool, stop: bool) -> None:
         """Release the answer and clean up on the server; never raises.
 
@@ -213,8 +217,24 @@ class Stream:
         """Stop reading, close the connection and clean up on the server.
 
         Idempotent; does nothing to the server if the stream never started.
+        Call it from the thread that iterates; from any other thread use
+        :meth:`abort`.
         """
         self._generator.close()
+
+    def abort(self) -> None:
+        """Cut the stream short from any thread.
+
+        The thread iterating the stream is woken even if it is blocked waiting
+        for the server (the connection is shut down); its iteration then ends
+        with :class:`IncompleteStreamError` after the usual cleanup
+        (stop-generating, then delete). Thread-safe, idempotent, never raises.
+        """
+        state = self._state
+        state.aborted = True
+        exchange = state.exchange
+        if exchange is not None:
+            exchange.abort()
 
     def __enter__(self) -> Stream:
         return self
@@ -236,13 +256,15 @@ class Stream:
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("conversation_id", "parts", "reply", "tokens")
+    __slots__ = ("aborted", "conversation_id", "exchange", "parts", "reply", "tokens")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.tokens: list[Token] = []
         self.reply: Reply | None = None
         self.conversation_id: str | None = None
+        self.exchange: Exchange | None = None
+        self.aborted = False
 
     def error(self, cls: type[StreamError], message: str) -> StreamError:
         return cls(message, text="".join(self.parts), conversation_id=self.conversation_id)
@@ -255,9 +277,12 @@ class _State:
 def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: int) -> Generator[Token, None, None]:
     exchange = open_exchange()
     state.conversation_id = exchange.conversation_id
+    state.exchange = exchange
     completed = False
     stop = True
     try:
+        if state.aborted:  # abort() came while the request was being sent
+            raise state.error(IncompleteStreamError, "the stream was aborted")
         lines = LineReader(exchange.chunks(), max_event_size)
         for event in SSEClient(iter(lines)).events():
             try:
@@ -276,7 +301,10 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
                 yield token
                 return
             yield token
-        raise state.error(IncompleteStreamError, "the stream ended before its last event")
+        raise state.error(
+            IncompleteStreamError,
+            "the stream was aborted" if state.aborted else "the stream ended before its last event",
+        )
     except _Truncated:
         raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
     except StreamError as exc:
@@ -285,6 +313,8 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
     except APITimeoutError:
         raise
     except APIConnectionError as exc:
-        raise state.error(IncompleteStreamError, f"the stream was cut: {exc}") from exc
+        what = "the stream was aborted" if state.aborted else f"the stream was cut: {exc}"
+        raise state.error(IncompleteStreamError, what) from exc
     finally:
+        state.exchange = None
         exchange.finish(completed=completed, stop=stop and not completed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import h2o_sdk
 
 EXPECTED = {
-    "APIConnectionError", "APIStatusError", "APITimeoutError", "AuthenticationError", "BadRequestError",
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AsyncStream", "AuthenticationError",
+    "BadRequestError", "H2o",
     "Client", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "GenerationError", "H2oError",
     "IncompleteStreamError", "InternalServerError", "NotFoundError", "PermissionDeniedError", "ProtocolError",
     "RateLimitError", "Reply", "SessionCookieError", "Stream", "StreamError", "Timeout", "Token",
@@ -25,3 +26,13 @@ def test_every_public_error_derives_from_the_root() -> None:
         obj = getattr(h2o_sdk, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, h2o_sdk.H2oError), name
+
+
+def test_import_does_not_load_the_async_layer() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, h2o_sdk; print('anyio' in sys.modules, 'h2o_sdk._async_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    assert h2o_sdk.AsyncClient.__module__ == "h2o_sdk._async_client"

@@ -1,0 +1,385 @@
+"""``AsyncClient``: the blocking :class:`Client` run from worker threads, for async code.
+
+Nothing here speaks HTTP or parses events. A stream is the blocking
+:class:`Stream`, iterated by one reader thread; tokens cross to the event loop
+through a bounded buffer, a batch at a time, and the loop is only woken when
+the consumer is actually waiting. Works under asyncio and trio (through anyio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import anyio
+import anyio.lowlevel
+import requests
+
+from ._client import Client
+from ._exceptions import IncompleteStreamError
+from ._protocol import DEFAULT_BASE_URL, Messages
+from ._stream import Stream
+from ._types import Reply, Timeout, Token
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AsyncClient", "AsyncStream"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments :class:`Client` takes."""
+
+    model: str
+    proxy: str | None
+    timeout: Timeout | float | tuple[float, float]
+    max_retries: int
+    session: requests.Session | None
+    headers: dict[str, str] | None
+    verify: bool | str
+    max_event_size: int
+    max_connections: int
+
+
+class AsyncClient:
+    """An async client for the h2oGPT chat service, for asyncio and trio.
+
+    Example::
+
+        async with h2o_sdk.AsyncClient() as client:
+            async for text in client.stream("Hi"):
+                print(text, end="", flush=True)
+
+    Every call runs the blocking :class:`Client` in worker threads, so its
+    behaviour (lifecycle, retries, errors) is exactly the blocking client's.
+    At most ``max_concurrency`` streams run at once (per event loop); further
+    ones wait for a slot. The client may be used from several tasks and
+    across event loops (e.g. repeated ``asyncio.run``).
+
+    Args:
+        base_url: The service's root URL.
+        max_concurrency: How many streams may hold a worker thread at once.
+        buffer_size: How many tokens a stream reads ahead of a slow consumer.
+        **options: Any :class:`Client` keyword argument; ``max_connections``
+            defaults to ``max_concurrency``.
+
+    Raises:
+        TypeError, ValueError: An argument is unusable.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        max_concurrency: int = 64,
+        buffer_size: int = 1024,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        for name, value in (("max_concurrency", max_concurrency), ("buffer_size", buffer_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+        options.setdefault("max_connections", max_concurrency)
+        #: The blocking client doing the work; usable directly from threads.
+        self.client = Client(base_url, **options)
+        self.max_concurrency = max_concurrency
+        self.buffer_size = buffer_size
+        self._limiters: weakref.WeakKeyDictionary[object, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    @property
+    def model(self) -> str:
+        return self.client.model
+
+    def stream(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> AsyncStream:
+        """Send a prompt in a new conversation and stream the reply.
+
+        Takes the arguments of :meth:`Client.stream`.
+
+        Returns:
+            An :class:`AsyncStream`; nothing is sent until it is iterated.
+
+        Raises:
+            TypeError, ValueError: Bad messages or model, before any request.
+        """
+        return AsyncStream(self.client.stream(messages, model=model, **parameters), self)
+
+    async def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
+        """Send a prompt in a new conversation and wait for the whole reply.
+
+        Takes the arguments of :meth:`Client.chat` and returns its :class:`Reply`.
+
+        Raises:
+            H2oError: As :class:`Stream` documents.
+        """
+        async with self.stream(messages, model=model, **parameters) as stream:
+            async for _ in stream.tokens():
+                pass
+        if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
+            raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
+        return stream.reply
+
+    async def aclose(self) -> None:
+        """Close the blocking client's connections (idempotent)."""
+        self.client.close()
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.base_url} model={self.model!r}>"
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        # anyio primitives belong to one event loop: keep a limiter per loop.
+        loop = anyio.lowlevel.current_token().native_token
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(self.max_concurrency)
+        return limiter
+
+
+class AsyncStream:
+    """A reply streamed to async code: ``async for text in stream``.
+
+    The async twin of :class:`Stream`: iterating yields the text of each
+    non-special token; :meth:`tokens` yields :class:`Token` objects; once
+    finished, :attr:`reply` holds the :class:`Reply`. Use it as an async
+    context manager or call :meth:`aclose`.
+
+    Cancelling the consuming task, ``aclose()`` and leaving ``async with``
+    stop the stream promptly, even while the server is silent: the reader
+    thread is woken by shutting its connection down, then stop-generating and
+    delete run as in the blocking client, and ``aclose()`` returns once the
+    thread has finished.
+    """
+
+    def __init__(self, stream: Stream, client: AsyncClient) -> None:
+        self._stream = stream
+        self._client = client
+        self._feed: _Feed | None = None
+        self._batch: deque[Token] = deque()
+        self._closed = False
+
+    @property
+    def reply(self) -> Reply | None:
+        """The :class:`Reply` once the last event has arrived; ``None`` before."""
+        return self._stream.reply
+
+    @property
+    def text(self) -> str:
+        """The reply's text received so far."""
+        return self._stream.text
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The server conversation's id, once created."""
+        return self._stream.conversation_id
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            token = await self._next_token()
+            if not token.special:
+                return token.text
+
+    def tokens(self) -> AsyncIterator[Token]:
+        """Iterate the rest of this stream as :class:`Token` objects."""
+        return _Tokens(self)
+
+    async def aclose(self) -> None:
+        """Stop the stream and wait until the server conversation is cleaned up (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        feed = self._feed
+        if feed is None:
+            self._stream.close()  # never started: nothing was sent
+            return
+        with anyio.CancelScope(shield=True):
+            await self._shut(feed)
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Abandoned without aclose(): the reader thread cleans up on its own.
+        feed = self._feed
+        if feed is not None and not feed.done:
+            self._stream.abort()
+            feed.abort()
+
+    def __repr__(self) -> str:
+        return f"<AsyncStream conversation={self.conversation_id!r}>"
+
+    async def _next_token(self) -> Token:
+        if self._batch:
+            return self._batch.popleft()
+        if self._closed:
+            raise StopAsyncIteration
+        feed = self._feed or await self._start()
+        while True:
+            taken = feed.take()
+            if isinstance(taken, list):
+                self._batch.extend(taken)
+                return self._batch.popleft()
+            if taken is None:  # the reader thread has finished
+                self._closed = True
+                feed.join()
+                if feed.error is not None:
+                    raise feed.error
+                raise StopAsyncIteration
+            try:
+                await taken.wait()
+            except BaseException:
+                # Cancelled (or interrupted) while the server may be silent.
+                self._closed = True
+                with anyio.CancelScope(shield=True):
+                    await self._shut(feed)
+                raise
+
+    async def _start(self) -> _Feed:
+        limiter = self._client._limiter()
+        feed = _Feed(self._stream, self._client.buffer_size, limiter, anyio.lowlevel.current_token())
+        await limiter.acquire_on_behalf_of(feed)
+        self._feed = feed
+        feed.start()
+        return feed
+
+    async def _shut(self, feed: _Feed) -> None:
+        self._stream.abort()
+        feed.abort()
+        while (waiter := feed.wait_done()) is not None:
+            await waiter.wait()
+        feed.join()
+
+
+class _Tokens:
+    """``AsyncStream.tokens()``: the same stream, as :class:`Token` objects."""
+
+    def __init__(self, stream: AsyncStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Tokens:
+        return self
+
+    async def __anext__(self) -> Token:
+        return await self._stream._next_token()
+
+
+class _Feed:
+    """One reader thread iterating a blocking stream into a bounded buffer.
+
+    The thread blocks when ``capacity`` tokens are waiting (backpressure). The
+    consumer takes the whole buffer at once, so the lock is taken once per
+    batch, and the event loop is woken (``run_sync_soon``) only when the
+    consumer is waiting.
+    """
+
+    def __init__(
+        self, stream: Stream, capacity: int, limiter: anyio.CapacityLimiter, token: anyio.lowlevel.EventLoopToken
+    ) -> None:
+        self._stream = stream
+        self._capacity = capacity
+        self._limiter = limiter
+        self._token = token
+        self._cond = threading.Condition()
+        self._buffer: list[Token] = []
+        self._waiter: anyio.Event | None = None
+        self._aborted = False
+        self.done = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="h2o-sdk-stream", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the finished thread to exit (it has nothing left but returning)."""
+        self._thread.join()
+
+    # -- the event loop's side --------------------------------------------------
+
+    def take(self) -> list[Token] | anyio.Event | None:
+        """A batch of tokens, an event to wait on, or ``None`` once finished."""
+        with self._cond:
+            if self._buffer:
+                batch, self._buffer = self._buffer, []
+                self._cond.notify()
+                return batch
+            if self.done:
+                return None
+            self._waiter = waiter = anyio.Event()
+            return waiter
+
+    def wait_done(self) -> anyio.Event | None:
+        """An event to wait on until the thread has finished, or ``None`` if it has."""
+        with self._cond:
+            if self.done:
+                return None
+            self._waiter = waiter = anyio.Event()
+            return waiter
+
+    def abort(self) -> None:
+        """Release a thread blocked on a full buffer (any thread; idempotent)."""
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    # -- the reader thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            for token in self._stream.tokens():
+                with self._cond:
+                    while len(self._buffer) >= self._capacity and not self._aborted:
+                        self._cond.wait()
+                    if self._aborted:
+                        break
+                    self._buffer.append(token)
+                    waiter, self._waiter = self._waiter, None
+                if waiter is not None:
+                    self._call_soon(waiter.set)
+        except BaseException as exc:  # handed to the consumer
+            self.error = exc
+        finally:
+            self._stream.close()  # after an abort: stop-generating and delete, here
+            with self._cond:
+                self.done = True
+                waiter, self._waiter = self._waiter, None
+            self._call_soon(self._finished, waiter)
+
+    def _finished(self, waiter: anyio.Event | None) -> None:
+        self._limiter.release_on_behalf_of(self)
+        if waiter is not None:
+            waiter.set()
+
+    def _call_soon(self, func: Callable[..., object], *args: object) -> None:
+        token = self._token
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop is gone: nobody waits
+            token.backend_class.run_sync_soon(func, args, token.native_token)
