@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import requests.utils
 import urllib3.exceptions
 
 from . import _protocol
@@ -126,7 +127,6 @@ class Client:
             if not isinstance(headers, Mapping):
                 raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
             self._headers.update(headers)
-        self._verify = verify
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(f"max_connections must be a positive whole number, not {max_connections!r}")
         self._owns_session = session is None
@@ -135,7 +135,17 @@ class Client:
             adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_connections)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # requests reads the environment (proxies, NO_PROXY, CA bundle, .netrc)
+            # again on every request, which costs more than the request itself
+            # here; read it once, for the one base URL this client talks to.
+            found = session.merge_environment_settings(self.base_url, {}, None, verify, None)
+            if self._proxies is None and found["proxies"]:
+                self._proxies = dict(found["proxies"])
+            verify = found["verify"] if found["verify"] is not None else verify
+            session.auth = requests.utils.get_netrc_auth(self.base_url)
+            session.trust_env = False
         self._session = session
+        self._verify = verify
         self._settings_lock = threading.Lock()
         self._settings_accepted = False
         self._closed = False
@@ -374,13 +384,25 @@ class _ChatExchange:
         self._client = client
         self.conversation_id = conversation_id
         self._response = response
+        self._chunks: Iterator[bytes] | None = None
 
     def chunks(self) -> Iterator[bytes]:
-        read1 = self._response.raw.read1
+        if self._chunks is None:
+            self._chunks = self._read()
+        return self._chunks
+
+    def _read(self) -> Iterator[bytes]:
+        raw = self._response.raw
         method, url = "POST", self._response.url
         try:
-            while chunk := read1(_READ_SIZE, decode_content=True):
-                yield chunk
+            if raw.chunked and raw.supports_chunked_reads():
+                # One HTTP chunk (one event, in practice) at a time, as it arrives;
+                # urllib3's chunk reader costs far less per chunk than read1().
+                yield from raw.read_chunked(_READ_SIZE, decode_content=True)
+            else:
+                # A close-delimited body: read1() returns what has arrived.
+                while chunk := raw.read1(_READ_SIZE, decode_content=True):
+                    yield chunk
         except urllib3.exceptions.ReadTimeoutError as exc:
             raise _timeout_error(f"no data from {url} for {self._client.timeout.read}s", method, url) from exc
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
@@ -399,7 +421,11 @@ class _ChatExchange:
         try:
             if completed:
                 # Read the (normally empty) rest so the connection can be reused.
-                response.raw.read(_MAX_DRAIN, decode_content=True)
+                drained = 0
+                for chunk in self.chunks():
+                    drained += len(chunk)
+                    if drained > _MAX_DRAIN:
+                        break
         except Exception as exc:
             logger.debug("could not drain the answer from %s: %s", response.url, exc)
         finally:

@@ -27,6 +27,7 @@ SETTINGS_PATH = "/settings"
 CONVERSATION_PATH = "/conversation"
 
 _ROLES = ("system", "user", "assistant")
+_raw_decode = json.JSONDecoder().raw_decode
 
 Messages = str | Sequence[Mapping[str, str]]
 
@@ -163,9 +164,15 @@ def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
         ProtocolError: Anything that is not a TGI event.
     """
     try:
-        event = json.loads(data)
-    except ValueError as exc:
-        raise ProtocolError(f"unparsable stream event: {data[:200]!r}") from exc
+        # raw_decode skips json.loads' two whitespace scans: this runs once per token.
+        event, end = _raw_decode(data)
+        if end != len(data) and data[end:].strip():
+            raise ValueError("extra data after the JSON value")
+    except ValueError:
+        try:
+            event = json.loads(data)  # leading whitespace, or a real error
+        except ValueError as exc:
+            raise ProtocolError(f"unparsable stream event: {data[:200]!r}") from exc
     raw = event.get("token") if isinstance(event, dict) else None
     if raw is None:
         if isinstance(event, dict) and "error" in event:
@@ -175,7 +182,7 @@ def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
             )
         raise ProtocolError(f"stream event without a token: {data[:200]!r}")
     try:
-        token = Token.from_dict(raw)
+        token = Token(raw["id"], raw["text"], raw.get("logprob"), raw.get("special") is True)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"malformed token in stream event: {data[:200]!r}") from exc
     if not isinstance(token.text, str) or not isinstance(token.id, int):

@@ -86,6 +86,12 @@ class LineReader:
             if pending:
                 chunk = pending + chunk
                 pending = b""
+            elif not event_size and chunk[-2:] == b"\n\n" and b"\r" not in chunk and len(chunk) <= limit:
+                # The common case: a read holding whole LF-terminated events. Its
+                # lines, endings kept, go on as one piece.
+                after_cr = False
+                yield chunk
+                continue
             lines = chunk.splitlines(True)
             if lines and lines[-1][-1:] not in b"\r\n":
                 pending = lines.pop()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import h2o_sdk
+from benchmarks.baselines import seed_stream
 from h2o_sdk import (
     APITimeoutError,
     Client,
@@ -26,8 +27,6 @@ from h2o_sdk import (
 )
 from h2o_sdk.cli import main
 from h2o_sdk.testing import ChatServer, Fault, serve
-
-from .seed_flow import seed_stream
 
 REPLY = "Rivers run to the sea, and the sea is never full."
 WORDS = h2o_sdk.testing.tokenize(REPLY)

@@ -1,0 +1,307 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME ...] [--write]``.
+
+Every figure is a ratio against baselines measured in the same run; the fake
+server runs in another process and the client's own CPU time is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import requests
+
+import h2o_sdk
+from benchmarks.baselines import seed_stream
+
+MODEL = h2o_sdk.DEFAULT_MODEL
+README = Path(__file__).with_name("README.md")
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    goal: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Report:
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, name: str, value: str, goal: str = "", met: bool | None = None) -> None:
+        figure = Figure(name, value, goal, met)
+        self.figures.append(figure)
+        status = "" if met is None else ("  [met]" if met else "  [NOT met]")
+        print(f"  {name}: {value}{'  goal: ' + goal if goal else ''}{status}", flush=True)
+
+    def markdown(self) -> str:
+        rows = ["| figure | result | goal | met |", "|---|---|---|---|"]
+        for f in self.figures:
+            met = "" if f.met is None else ("yes" if f.met else "**no**")
+            rows.append(f"| {f.name} | {f.value} | {f.goal} | {met} |")
+        return "\n".join(rows)
+
+
+@contextlib.contextmanager
+def fake_server(tokens: int, pace: float = 0.0, *, close_delimited: bool = False, stall: bool = False) -> Iterator[str]:
+    args = [sys.executable, "-m", "benchmarks._server", "--tokens", str(tokens), "--pace", str(pace)]
+    args += ["--close-delimited"] * close_delimited + ["--stall"] * stall
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().split()[1])
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def measure(fn: Callable[[], int]) -> tuple[float, float, int]:
+    """Wall seconds, client CPU seconds, and the count ``fn`` returns."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, count
+
+
+def best(runs: int, fn: Callable[[], int]) -> tuple[float, float, int]:
+    results = [measure(fn) for _ in range(runs)]
+    return min(results, key=lambda r: r[1])
+
+
+# -- the ways of reading a stream ------------------------------------------------------
+
+
+def floor_chat(url: str) -> int:
+    """The smallest hand-written loop: requests, iter_lines and json.loads."""
+    with requests.Session() as session:
+        session.post(url + "/settings", data={"ethicsModalAccepted": "true"}, headers={"Referer": url + "/"})
+        cid = session.post(url + "/conversation", json={"model": MODEL}).json()["conversationId"]
+        count = 0
+        with session.post(f"{url}/conversation/{cid}", json={"inputs": "Hi", "parameters": {}, "stream": True,
+                                                             "options": {}}, stream=True) as response:
+            for line in response.iter_lines():
+                if line.startswith(b"data:"):
+                    json.loads(line[5:])
+                    count += 1
+        session.delete(f"{url}/conversation/{cid}")
+    return count
+
+
+def sdk_chat(url: str) -> int:
+    with h2o_sdk.Client(url) as client:
+        return sum(1 for _ in client.stream("Hi", max_new_tokens=10**9).tokens())
+
+
+def seed_chat(url: str) -> int:
+    async def run() -> int:
+        return len([t async for t in seed_stream(url, MODEL, [{"role": "user", "content": "Hi"}])]) + 1
+
+    return asyncio.run(run())
+
+
+def async_chat(url: str) -> int:
+    async def run() -> int:
+        async with h2o_sdk.AsyncClient(url) as client:
+            return len([t async for t in client.stream("Hi", max_new_tokens=10**9).tokens()])
+
+    return anyio.run(run)
+
+
+# -- the figures ------------------------------------------------------------------------
+
+
+def burst(report: Report, tokens: int, runs: int) -> None:
+    print(f"1. burst: one stream of {tokens} tokens", flush=True)
+    with fake_server(tokens) as url:
+        results = {name: best(runs, lambda fn=fn: fn(url)) for name, fn in
+                   [("floor", floor_chat), ("sdk", sdk_chat), ("seed", seed_chat), ("async", async_chat)]}
+    rate = {name: r[2] / r[0] for name, r in results.items()}
+    cpu = {name: r[1] / r[2] * 1e6 for name, r in results.items()}
+    for name in results:
+        report.add(f"burst {name}", f"{rate[name]:,.0f} tokens/s, {cpu[name]:.1f} µs CPU/token")
+    report.add("burst SDK / floor (tokens/s)", f"{rate['sdk'] / rate['floor']:.2f}x", ">= 0.8x",
+               rate["sdk"] / rate["floor"] >= 0.8)
+    report.add("burst SDK / seed's way (tokens/s)", f"{rate['sdk'] / rate['seed']:.2f}x", ">= 1x",
+               rate["sdk"] / rate["seed"] >= 1)
+    report.add("burst AsyncClient / Client (CPU per token)", f"{cpu['async'] / cpu['sdk']:.2f}x", "<= 2x",
+               cpu["async"] / cpu["sdk"] <= 2)
+
+
+def latency(report: Report, tokens: int) -> None:
+    print(f"2. added latency: {tokens} tokens at 100/s", flush=True)
+    for close in (False, True):
+        delays = []
+        with fake_server(tokens, 0.01, close_delimited=close) as url, h2o_sdk.Client(url) as client:
+            for text in client.stream("Hi"):
+                if text.strip().isdigit():
+                    delays.append((time.monotonic_ns() - int(text)) / 1e6)
+        p50, p99 = statistics.median(delays), _pct(delays, 99)
+        kind = "close-delimited" if close else "chunked"
+        report.add(f"latency {kind} p50 / p99", f"{p50:.2f} / {p99:.2f} ms", "p99 < 2 ms", p99 < 2)
+
+
+def per_chat(report: Report, chats: int) -> None:
+    print(f"3. per-chat overhead: {chats} short chats in a row", flush=True)
+    with fake_server(5) as url:
+        sent: list[str] = []
+        with h2o_sdk.Client(url) as client:
+            session = client._session  # counted from outside, as a caller would see it
+            session.hooks["response"].append(lambda response, **_: sent.append(response.request.method))
+            client.chat("warm")
+            pools = session.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]
+
+            def connections() -> int:
+                return sum(pools[key].num_connections for key in pools)
+
+            before, connections_before = len(sent), connections()
+            wall, _, _ = measure(lambda: [client.chat("Hi") for _ in range(chats)] and chats)
+            per_request = (len(sent) - before) / chats
+            new_connections = connections() - connections_before
+        seed_wall, _, _ = measure(lambda: [seed_chat(url) for _ in range(chats)] and chats)
+    report.add("HTTP requests per chat (warm Client)", f"{per_request:.2f}", "3 (settings once per session)",
+               per_request == 3)
+    report.add(f"new connections over {chats} chats", str(new_connections), "0 (reused)", new_connections == 0)
+    speedup = seed_wall / wall
+    report.add("wall per chat, SDK vs seed's way", f"{wall / chats * 1e3:.2f} ms vs {seed_wall / chats * 1e3:.2f} ms"
+               f" ({speedup:.1f}x faster)", ">= 2x faster", speedup >= 2)
+
+
+async def _ticker(lags: list[float], stop: anyio.Event) -> None:
+    while not stop.is_set():
+        start = time.perf_counter()
+        await anyio.sleep(0.005)
+        lags.append((time.perf_counter() - start - 0.005) * 1e3)
+
+
+async def _streams(url: str, kind: str, count: int, lags: list[float]) -> int:
+    """``count`` concurrent streams read by the AsyncClient or by the seed's aiohttp flow."""
+    stop = anyio.Event()
+    delivered = 0
+
+    async def one_sdk(client: h2o_sdk.AsyncClient) -> None:
+        nonlocal delivered
+        async for _ in client.stream("Hi"):
+            delivered += 1
+
+    async def one_seed() -> None:
+        nonlocal delivered
+        # aiohttp's cookie jar ignores IP-address hosts: use a name
+        async for _ in seed_stream(url.replace("127.0.0.1", "localhost"), MODEL, [{"role": "user", "content": "Hi"}]):
+            delivered += 1
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_ticker, lags, stop)
+        if kind == "async":
+            async with h2o_sdk.AsyncClient(url, max_concurrency=count) as client, anyio.create_task_group() as group:
+                for _ in range(count):
+                    group.start_soon(one_sdk, client)
+        else:
+            async with anyio.create_task_group() as group:
+                for _ in range(count):
+                    group.start_soon(one_seed)
+        stop.set()
+    return delivered
+
+
+def concurrent(report: Report, counts: list[int], tokens: int, pace: float) -> None:
+    print(f"4. AsyncClient: concurrent streams of {tokens} tokens at {1 / pace:.0f} tokens/s", flush=True)
+    for count in counts:
+        results = {}
+        with fake_server(tokens, pace) as url:
+            for kind in ("async", "aiohttp"):
+                lags: list[float] = []
+                run = functools.partial(_streams, url, kind, count, lags)
+                _, cpu, delivered = measure(lambda run=run: asyncio.run(run()))
+                results[kind] = (cpu, delivered, _pct(lags, 99))
+        (cpu, delivered, lag), (base_cpu, base_delivered, base_lag) = results["async"], results["aiohttp"]
+        ratio = cpu / base_cpu
+        report.add(f"{count} streams: tokens delivered", f"{delivered} of {count * tokens}", "all",
+                   delivered == count * tokens)
+        report.add(f"{count} streams: client CPU per token, AsyncClient vs aiohttp",
+                   f"{cpu / max(delivered, 1) * 1e6:.0f} vs {base_cpu / max(base_delivered, 1) * 1e6:.0f} µs "
+                   f"({ratio:.2f}x)", "<= 1.5x", ratio <= 1.5)
+        report.add(f"{count} streams: event-loop lag p99, AsyncClient vs aiohttp", f"{lag:.1f} vs {base_lag:.1f} ms",
+                   "< 10 ms", lag < 10)
+
+
+def cancellation(report: Report, runs: int) -> None:
+    print(f"5. cancelling a silent stream ({runs} times)", flush=True)
+    times: list[float] = []
+
+    async def run(url: str) -> None:
+        async with h2o_sdk.AsyncClient(url) as client:
+            for _ in range(runs):
+                stream = client.stream("Hi")
+                await stream.__anext__()
+                started = time.perf_counter()
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.__anext__()
+                times.append((time.perf_counter() - started) * 1e3)
+
+    with fake_server(10, stall=True) as url:
+        anyio.run(run, url)
+    report.add("cancellation of a silent stream, median / max", f"{statistics.median(times):.1f} / {max(times):.1f} ms",
+               "< 100 ms", max(times) < 100)
+
+
+def _pct(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))] if ordered else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="burst latency per_chat concurrent cancellation")
+    parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
+    options = parser.parse_args(argv)
+    quick = options.quick
+    report = Report()
+    plan: dict[str, Callable[[], None]] = {
+        "burst": lambda: burst(report, 20_000 if quick else 200_000, 1 if quick else 3),
+        "latency": lambda: latency(report, 20 if quick else 300),
+        "per_chat": lambda: per_chat(report, 10 if quick else 100),
+        "concurrent": lambda: concurrent(report, [1, 10] if quick else [1, 100, 1000], 10 if quick else 40,
+                                         0.05),
+        "cancellation": lambda: cancellation(report, 3 if quick else 20),
+    }
+    for name, run in plan.items():
+        if options.only is None or name in options.only:
+            run()
+    if options.write:
+        _write(report)
+    return 0
+
+
+def _write(report: Report) -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    stamp = time.strftime("%Y-%m-%d")
+    text = README.read_text() if README.exists() else ""
+    marker = "<!-- results -->"
+    head = text.split(marker)[0] if marker in text else text
+    README.write_text(f"{head}{marker}\n\nRun on {stamp}, {machine}.\n\n{report.markdown()}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
