@@ -88,7 +88,7 @@ class AsyncClient:
         self.client = Client(base_url, **options)
         self.max_concurrency = max_concurrency
         self.buffer_size = buffer_size
-        self._limiters: weakref.WeakKeyDictionary[object, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[object, _Loop] = weakref.WeakKeyDictionary()
 
     @property
     def base_url(self) -> str:
@@ -145,13 +145,48 @@ class AsyncClient:
     def __repr__(self) -> str:
         return f"<AsyncClient {self.base_url} model={self.model!r}>"
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        # anyio primitives belong to one event loop: keep a limiter per loop.
-        loop = anyio.lowlevel.current_token().native_token
-        limiter = self._limiters.get(loop)
-        if limiter is None:
-            limiter = self._limiters[loop] = anyio.CapacityLimiter(self.max_concurrency)
-        return limiter
+    def _loop(self) -> _Loop:
+        # anyio primitives belong to one event loop: keep their state per loop.
+        token = anyio.lowlevel.current_token()
+        loop = self._loops.get(token.native_token)
+        if loop is None:
+            loop = self._loops[token.native_token] = _Loop(token, self.max_concurrency)
+        return loop
+
+
+class _Loop:
+    """What the streams of one client share in one event loop.
+
+    ``limiter`` bounds the reader threads. ``wake`` sets events from reader
+    threads with one event-loop callback for everything that became ready
+    since the loop last ran it, instead of one per token per stream.
+    """
+
+    def __init__(self, token: anyio.lowlevel.EventLoopToken, max_concurrency: int) -> None:
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self._backend = token.backend_class
+        # Weak: the client keeps this per loop in a WeakKeyDictionary keyed by the loop.
+        self._native = weakref.ref(token.native_token)
+        self._lock = threading.Lock()
+        self._ready: list[Callable[[], object]] = []
+
+    def call_soon(self, func: Callable[[], object]) -> None:
+        """Run ``func`` in the event loop thread soon (from any thread)."""
+        with self._lock:
+            self._ready.append(func)
+            if len(self._ready) > 1:
+                return  # a callback is already on its way and will run it
+        native = self._native()
+        if native is None:
+            return  # the loop is gone: nobody waits
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
+            self._backend.run_sync_soon(self._run_ready, (), native)
+
+    def _run_ready(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for func in ready:
+            func()
 
 
 class AsyncStream:
@@ -264,9 +299,9 @@ class AsyncStream:
                 raise
 
     async def _start(self) -> _Feed:
-        limiter = self._client._limiter()
-        feed = _Feed(self._stream, self._client.buffer_size, limiter, anyio.lowlevel.current_token())
-        await limiter.acquire_on_behalf_of(feed)
+        loop = self._client._loop()
+        feed = _Feed(self._stream, self._client.buffer_size, loop)
+        await loop.limiter.acquire_on_behalf_of(feed)
         self._feed = feed
         feed.start()
         return feed
@@ -297,17 +332,13 @@ class _Feed:
 
     The thread blocks when ``capacity`` tokens are waiting (backpressure). The
     consumer takes the whole buffer at once, so the lock is taken once per
-    batch, and the event loop is woken (``run_sync_soon``) only when the
-    consumer is waiting.
+    batch, and the event loop is woken only when the consumer is waiting.
     """
 
-    def __init__(
-        self, stream: Stream, capacity: int, limiter: anyio.CapacityLimiter, token: anyio.lowlevel.EventLoopToken
-    ) -> None:
+    def __init__(self, stream: Stream, capacity: int, loop: _Loop) -> None:
         self._stream = stream
         self._capacity = capacity
-        self._limiter = limiter
-        self._token = token
+        self._loop = loop
         self._cond = threading.Condition()
         self._buffer: list[Token] = []
         self._waiter: anyio.Event | None = None
@@ -364,7 +395,7 @@ class _Feed:
                     self._buffer.append(token)
                     waiter, self._waiter = self._waiter, None
                 if waiter is not None:
-                    self._call_soon(waiter.set)
+                    self._loop.call_soon(waiter.set)
         except BaseException as exc:  # handed to the consumer
             self.error = exc
         finally:
@@ -372,14 +403,9 @@ class _Feed:
             with self._cond:
                 self.done = True
                 waiter, self._waiter = self._waiter, None
-            self._call_soon(self._finished, waiter)
+            self._loop.call_soon(lambda: self._finished(waiter))
 
     def _finished(self, waiter: anyio.Event | None) -> None:
-        self._limiter.release_on_behalf_of(self)
+        self._loop.limiter.release_on_behalf_of(self)
         if waiter is not None:
             waiter.set()
-
-    def _call_soon(self, func: Callable[..., object], *args: object) -> None:
-        token = self._token
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop is gone: nobody waits
-            token.backend_class.run_sync_soon(func, args, token.native_token)

@@ -186,6 +186,8 @@ def test_one_client_across_repeated_asyncio_runs(server: ChatServer) -> None:
 
     assert [asyncio.run(once()) for _ in range(3)] == [REPLY] * 3
     asyncio.run(client.aclose())
+    gc.collect()
+    assert len(client._loops) == 0  # no finished event loop is kept alive
 
 
 def test_the_seeds_usage_example_runs_as_documented(server: ChatServer) -> None:
