@@ -170,7 +170,8 @@ def per_chat(report: Report, chats: int) -> None:
             pools = session.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]
 
             def connections() -> int:
-                return sum(pools[key].num_connections for key in pools)
+                # urllib3's container refuses plain iteration; keys() is its snapshot
+                return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
 
             before, connections_before = len(sent), connections()
             wall, _, _ = measure(lambda: [client.chat("Hi") for _ in range(chats)] and chats)
@@ -264,6 +265,42 @@ def cancellation(report: Report, runs: int) -> None:
                "< 100 ms", max(times) < 100)
 
 
+def memory(report: Report, tokens: int) -> None:
+    print(f"6. memory: RSS growth while streaming {tokens} tokens", flush=True)
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    with fake_server(tokens) as url, h2o_sdk.Client(url) as client:
+        gc.collect()
+        start = peak = rss()
+        with client.stream("Hi", max_new_tokens=10**9) as stream:
+            for index, _ in enumerate(stream):
+                if index % 10_000 == 0:
+                    peak = max(peak, rss())
+        peak = max(peak, rss())
+        kept = len(stream.text.encode())
+    ratio = (peak - start) / kept
+    report.add("RSS growth / text kept", f"{(peak - start) / 2**20:.1f} MiB for {kept / 2**20:.1f} MiB of text "
+               f"({ratio:.1f}x)", "<= 2x", ratio <= 2)
+
+
+def import_time(report: Report, runs: int) -> None:
+    print("7. import time", flush=True)
+
+    def cost(module: str) -> float:
+        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                        check=True).stdout) for _ in range(runs))
+
+    base, ours = cost("requests"), cost("h2o_sdk")
+    extra = (ours - base) * 1e3
+    report.add("import h2o_sdk vs import requests", f"{ours * 1e3:.0f} vs {base * 1e3:.0f} ms (+{extra:.0f} ms)",
+               "<= +30 ms", extra <= 30)
+
+
 def _pct(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))] if ordered else float("nan")
@@ -273,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="burst latency per_chat concurrent cancellation")
+                        help="burst latency per_chat concurrent cancellation memory import")
     parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
     options = parser.parse_args(argv)
     quick = options.quick
@@ -285,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent": lambda: concurrent(report, [1, 10] if quick else [1, 100, 1000], 10 if quick else 40,
                                          0.05),
         "cancellation": lambda: cancellation(report, 3 if quick else 20),
+        "memory": lambda: memory(report, 20_000 if quick else 1_000_000),
+        "import": lambda: import_time(report, 2 if quick else 7),
     }
     for name, run in plan.items():
         if options.only is None or name in options.only:

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._client import Client
+from ._conversation import Conversation
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -39,12 +40,17 @@ from ._types import Reply, Timeout, Token
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._async_client import AsyncClient, AsyncStream
+    from ._async_client import AsyncClient, AsyncConversation, AsyncStream
     from ._provider import H2o
 
 logging.getLogger("h2o_sdk").addHandler(logging.NullHandler())
 
-_LAZY = {"AsyncClient": "_async_client", "AsyncStream": "_async_client", "H2o": "_provider"}
+_LAZY = {
+    "AsyncClient": "_async_client",
+    "AsyncConversation": "_async_client",
+    "AsyncStream": "_async_client",
+    "H2o": "_provider",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -63,10 +69,12 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncClient",
+    "AsyncConversation",
     "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
     "Client",
+    "Conversation",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import requests
 
 from ._client import Client
+from ._conversation import Conversation
 from ._exceptions import IncompleteStreamError
 from ._protocol import DEFAULT_BASE_URL, Messages
 from ._stream import Stream
@@ -29,7 +31,7 @@ from ._types import Reply, Timeout, Token
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncClient", "AsyncStream"]
+__all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
 
 
 class ClientOptions(TypedDict, total=False):
@@ -119,12 +121,11 @@ class AsyncClient:
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        async with self.stream(messages, model=model, **parameters) as stream:
-            async for _ in stream.tokens():
-                pass
-        if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
-            raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
-        return stream.reply
+        return await _finish(self.stream(messages, model=model, **parameters))
+
+    def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> AsyncConversation:
+        """Start a multi-turn conversation: the async twin of :meth:`Client.conversation`."""
+        return AsyncConversation(self.client.conversation(model=model, keep=keep, **parameters), self)
 
     async def aclose(self) -> None:
         """Close the blocking client's connections (idempotent)."""
@@ -152,6 +153,75 @@ class AsyncClient:
         if loop is None:
             loop = self._loops[token.native_token] = _Loop(token, self.max_concurrency)
         return loop
+
+
+class AsyncConversation:
+    """A multi-turn conversation for async code: the twin of :class:`Conversation`.
+
+    Example::
+
+        async with client.conversation() as conversation:
+            print(await conversation.chat("Name three rivers."))
+            async for text in conversation.stream("Which is the longest?"):
+                print(text, end="")
+    """
+
+    def __init__(self, conversation: Conversation, client: AsyncClient) -> None:
+        self._conversation = conversation
+        self._client = client
+
+    @property
+    def id(self) -> str | None:
+        """The server conversation's id; ``None`` until the first turn."""
+        return self._conversation.id
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
+        return self._conversation.history
+
+    def stream(self, text: str, **parameters: Any) -> AsyncStream:
+        """Send the next user message and stream the reply."""
+        return AsyncStream(self._conversation.stream(text, **parameters), self._client)
+
+    async def chat(self, text: str, **parameters: Any) -> Reply:
+        """Send the next user message and wait for the whole reply."""
+        return await _finish(self.stream(text, **parameters))
+
+    def retry_stream(self, **parameters: Any) -> AsyncStream:
+        """Regenerate the last reply, streaming it."""
+        return AsyncStream(self._conversation.retry_stream(**parameters), self._client)
+
+    async def retry(self, **parameters: Any) -> Reply:
+        """Regenerate the last reply and wait for it."""
+        return await _finish(self.retry_stream(**parameters))
+
+    async def aclose(self) -> None:
+        """Delete the server conversation unless ``keep=True`` (idempotent)."""
+        await anyio.to_thread.run_sync(self._conversation.close, limiter=self._client._loop().limiter)
+
+    async def __aenter__(self) -> AsyncConversation:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncConversation id={self.id!r}>"
+
+
+async def _finish(stream: AsyncStream) -> Reply:
+    async with stream:
+        async for _ in stream.tokens():
+            pass
+    if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
+        raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
+    return stream.reply
 
 
 class _Loop:

@@ -25,6 +25,7 @@ import requests.utils
 import urllib3.exceptions
 
 from . import _protocol
+from ._conversation import Conversation
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -178,6 +179,23 @@ class Client:
             max_event_size=self.max_event_size,
         )
 
+    def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> Conversation:
+        """Start a multi-turn conversation kept on the server.
+
+        Args:
+            model: The model id; the client's ``model`` when omitted.
+            keep: Leave the server conversation in place when it is closed.
+            **parameters: Generation parameters for every turn.
+
+        Returns:
+            A :class:`Conversation` (a context manager); nothing is sent
+            before its first turn.
+        """
+        if self._closed:
+            raise ValueError("this Client is closed")
+        model = _check_model(model) if model is not None else self.model
+        return Conversation(self, model=model, keep=keep, parameters=parameters)
+
     def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
 
@@ -219,23 +237,31 @@ class Client:
     # -- the lifecycle ----------------------------------------------------
 
     def _open_exchange(self, model: str, inputs: str, parameters: Mapping[str, Any]) -> _ChatExchange:
+        """A one-shot prompt: a new conversation, deleted when the reply ends."""
+        conversation_id = self._create_conversation(model)
+        return self._send_prompt(conversation_id, _protocol.prompt_payload(inputs, parameters), delete=True)
+
+    def _create_conversation(self, model: str) -> str:
         self._accept_settings()
         response = self._request("POST", _protocol.CONVERSATION_PATH, json=_protocol.create_payload(model))
-        conversation_id = _protocol.parse_conversation_id(_json_or_none(response))
+        return _protocol.parse_conversation_id(_json_or_none(response))
+
+    def _send_prompt(self, conversation_id: str, payload: Mapping[str, Any], *, delete: bool) -> _ChatExchange:
+        """POST a prompt; on failure clean up (and delete, if ``delete``) before raising."""
         try:
             response = self._request(
                 "POST",
                 _protocol.conversation_path(conversation_id),
-                json=_protocol.prompt_payload(inputs, parameters),
+                json=payload,
                 headers=_STREAM_ACCEPT,
                 stream=True,
                 idempotent=False,
             )
         except BaseException as exc:
             # An error status means the server answered and generates nothing.
-            self._cleanup(conversation_id, stop=not isinstance(exc, APIStatusError))
+            self._cleanup(conversation_id, stop=not isinstance(exc, APIStatusError), delete=delete)
             raise
-        return _ChatExchange(self, conversation_id, response)
+        return _ChatExchange(self, conversation_id, response, delete=delete)
 
     def _accept_settings(self, *, again: bool = False) -> None:
         """Accept the welcome modal once per session (protocol.md 1, 2.3)."""
@@ -274,10 +300,11 @@ class Client:
                 "session. Use the https:// URL of the service (or run chat-ui in dev mode)."
             )
 
-    def _cleanup(self, conversation_id: str, *, stop: bool) -> None:
-        """Stop generation (if asked) and delete the conversation; log, never raise."""
+    def _cleanup(self, conversation_id: str, *, stop: bool, delete: bool = True) -> None:
+        """Stop generation and delete the conversation, as asked; log, never raise."""
         steps = [("stop generating in", _protocol.stop_generating_path(conversation_id), "POST")] if stop else []
-        steps.append(("delete", _protocol.conversation_path(conversation_id), "DELETE"))
+        if delete:
+            steps.append(("delete", _protocol.conversation_path(conversation_id), "DELETE"))
         for what, path, method in steps:
             try:
                 response = self._request(method, path, deadline=time.monotonic() + self.timeout.cleanup)
@@ -380,10 +407,12 @@ class Client:
 class _ChatExchange:
     """The prompt's open answer and how to finish it (see ``_stream.Exchange``)."""
 
-    def __init__(self, client: Client, conversation_id: str, response: requests.Response) -> None:
+    def __init__(self, client: Client, conversation_id: str, response: requests.Response, *, delete: bool) -> None:
         self._client = client
         self.conversation_id = conversation_id
         self._response = response
+        self._delete = delete
+        self._stopped = False
         self._chunks: Iterator[bytes] | None = None
 
     def chunks(self) -> Iterator[bytes]:
@@ -408,13 +437,25 @@ class _ChatExchange:
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise APIConnectionError(f"connection broken while reading {url}: {exc}", method=method, url=url) from exc
 
+    def _socket(self) -> socket.socket | None:
+        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
+        return sock if isinstance(sock, socket.socket) else None
+
     def abort(self) -> None:
         # Shutting the socket down wakes a recv() blocked in another thread;
         # closing it would not (and could hand its descriptor to a new socket).
-        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
+        sock = self._socket()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def stop_generating(self) -> None:
+        self._stopped = True
+        self._client._cleanup(self.conversation_id, stop=True, delete=False)
+        sock = self._socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self._client.timeout.cleanup)
 
     def finish(self, *, completed: bool, stop: bool) -> None:
         response = self._response
@@ -430,7 +471,7 @@ class _ChatExchange:
             logger.debug("could not drain the answer from %s: %s", response.url, exc)
         finally:
             response.close()
-        self._client._cleanup(self.conversation_id, stop=stop)
+        self._client._cleanup(self.conversation_id, stop=stop and not self._stopped, delete=self._delete)
 
 
 def _timeout_error(message: str, method: str, url: str, *, connect: bool = False) -> APITimeoutError:

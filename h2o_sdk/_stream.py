@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from sseclient import SSEClient
 
@@ -18,6 +18,7 @@ from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
     GenerationError,
+    H2oError,
     IncompleteStreamError,
     ProtocolError,
     StreamError,
@@ -136,6 +137,10 @@ class Exchange(Protocol):
         """Wake a read blocked in another thread (thread-safe; never raises)."""
         ...
 
+    def stop_generating(self) -> None:
+        """Ask the server to stop, and bound further reads by the cleanup timeout; never raises."""
+        ...
+
     def finish(self, *, completed: bool, stop: bool) -> None:
         """Release the answer and clean up on the server; never raises.
 
@@ -183,12 +188,14 @@ class Stream:
         open_exchange: Callable[[], Exchange],
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        keep_partial: bool = False,
+        on_end: Callable[[str | None, str], None] | None = None,
     ) -> None:
         # The generator holds the state, never the Stream: without a reference
         # cycle, a stream abandoned after ``break`` is finished (and its
         # conversation deleted) as soon as the loop lets go of it.
         self._state = _State()
-        self._generator = _run(self._state, open_exchange, max_event_size)
+        self._generator = _run(self._state, open_exchange, max_event_size, keep_partial, on_end)
 
     @property
     def reply(self) -> Reply | None:
@@ -280,25 +287,32 @@ class _State:
         exc.conversation_id = self.conversation_id
 
 
-def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: int) -> Generator[Token, None, None]:
+def _run(
+    state: _State,
+    open_exchange: Callable[[], Exchange],
+    max_event_size: int,
+    keep_partial: bool,
+    on_end: Callable[[str | None, str], None] | None,
+) -> Generator[Token, None, None]:
     exchange = open_exchange()
     state.conversation_id = exchange.conversation_id
     state.exchange = exchange
     completed = False
-    stop = True
+    stop = True  # ask the server to stop generating, unless it ended the generation itself
+    server_ended = False  # the server ended the stream: it stores nothing (protocol.md 2.5)
+    events: Iterator[Any] | None = None
     try:
         if state.aborted:  # abort() came while the request was being sent
             raise state.error(IncompleteStreamError, "the stream was aborted")
-        lines = LineReader(exchange.chunks(), max_event_size)
-        for event in SSEClient(iter(lines)).events():
+        events = SSEClient(iter(LineReader(exchange.chunks(), max_event_size))).events()
+        for event in events:
             try:
                 token, final = parse_event(event.data)
             except GenerationError:
-                stop = False  # the server ended the generation itself
+                stop = False
+                server_ended = True
                 raise
-            state.tokens.append(token)
-            if not token.special:
-                state.parts.append(token.text)
+            _add(state, token)
             if final is not None:
                 state.reply = Reply(
                     **reply_fields(final), tokens=tuple(state.tokens), conversation_id=state.conversation_id
@@ -307,11 +321,13 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
                 yield token
                 return
             yield token
+        server_ended = not state.aborted
         raise state.error(
             IncompleteStreamError,
             "the stream was aborted" if state.aborted else "the stream ended before its last event",
         )
     except _Truncated:
+        server_ended = True
         raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
     except StreamError as exc:
         state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
@@ -319,8 +335,41 @@ def _run(state: _State, open_exchange: Callable[[], Exchange], max_event_size: i
     except APITimeoutError:
         raise
     except APIConnectionError as exc:
+        server_ended = not state.aborted
         what = "the stream was aborted" if state.aborted else f"the stream was cut: {exc}"
         raise state.error(IncompleteStreamError, what) from exc
     finally:
         state.exchange = None
-        exchange.finish(completed=completed, stop=stop and not completed)
+        # A cut connection cannot be told from a broken network, so it still gets
+        # a stop; but only a stream this side cut short leaves a partial reply
+        # stored on the server.
+        stop = stop and not completed
+        partial = not completed and not server_ended
+        if partial and keep_partial and events is not None:
+            # The server stores what it generated until the stop reached it: read
+            # that rest, so the caller's text is what the server kept.
+            exchange.stop_generating()
+            _drain(events, state)
+            stop = False
+        exchange.finish(completed=completed, stop=stop)
+        if on_end is not None:
+            text = state.reply.text if state.reply is not None else "".join(state.parts)
+            on_end("reply" if completed else "partial" if partial else None, text)
+
+
+def _add(state: _State, token: Token) -> None:
+    state.tokens.append(token)
+    if not token.special:
+        state.parts.append(token.text)
+
+
+def _drain(events: Iterator[Any], state: _State) -> None:
+    """Read the rest of a stopped stream into ``state`` (bounded by the exchange's timeouts)."""
+    try:
+        for event in events:
+            token, final = parse_event(event.data)
+            _add(state, token)
+            if final is not None:
+                return
+    except (H2oError, _Truncated):
+        return  # the server cut the stream, as stop-generating does

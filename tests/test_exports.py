@@ -5,7 +5,8 @@ from __future__ import annotations
 import h2o_sdk
 
 EXPECTED = {
-    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AsyncStream", "AuthenticationError",
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AsyncConversation", "AsyncStream",
+    "AuthenticationError", "Conversation",
     "BadRequestError", "H2o",
     "Client", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "GenerationError", "H2oError",
     "IncompleteStreamError", "InternalServerError", "NotFoundError", "PermissionDeniedError", "ProtocolError",

@@ -1,0 +1,175 @@
+"""``Conversation``: several turns in one server conversation, with its history."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import _protocol
+from ._exceptions import IncompleteStreamError
+from ._stream import Stream
+from ._types import Reply
+
+if TYPE_CHECKING:
+    from ._client import Client, _ChatExchange
+
+__all__ = ["Conversation"]
+
+
+class Conversation:
+    """A multi-turn chat kept on the server. Make one with :meth:`Client.conversation`.
+
+    Example::
+
+        with client.conversation() as conversation:
+            print(conversation.chat("Name three rivers."))
+            for text in conversation.stream("Which is the longest?"):
+                print(text, end="")
+        print(conversation.history)
+
+    Each turn sends only the new user text; the server builds the prompt from
+    the history it stores (protocol.md 2.5). The server conversation is
+    created with the first turn and deleted when the conversation is closed,
+    unless ``keep=True``.
+
+    :attr:`history` follows what the server stored: a finished turn adds the
+    user message and the reply; a turn the server failed (an error event, an
+    HTTP error, a dropped stream) adds nothing; a turn cut short on this side
+    (``break``, ``close()``, a timeout, Ctrl-C) adds the partial reply the
+    server kept after stop-generating.
+
+    One turn at a time; a conversation belongs to one thread at a time.
+    """
+
+    def __init__(self, client: Client, *, model: str, keep: bool, parameters: Mapping[str, Any]) -> None:
+        self._client = client
+        self.model = model
+        self.keep = keep
+        self._parameters = dict(parameters)
+        self._id: str | None = None
+        self._messages: list[dict[str, str]] = []  # role, content and the server's message id
+        self._busy = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str | None:
+        """The server conversation's id; ``None`` until the first turn creates it."""
+        return self._id
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
+        return [{"role": m["role"], "content": m["content"]} for m in self._messages]
+
+    def stream(self, text: str, **parameters: Any) -> Stream:
+        """Send the next user message and stream the reply.
+
+        Args:
+            text: The user's message.
+            **parameters: Generation parameters for this turn, over the
+                conversation's.
+
+        Returns:
+            A :class:`Stream`; nothing is sent until it is iterated.
+
+        Raises:
+            TypeError, ValueError: Blank text, a closed conversation.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is blank: chat-ui rejects blank inputs")
+        return self._turn(text, str(uuid.uuid4()), parameters, retry=False)
+
+    def chat(self, text: str, **parameters: Any) -> Reply:
+        """Send the next user message and wait for the whole reply."""
+        return _finish(self.stream(text, **parameters))
+
+    def retry_stream(self, **parameters: Any) -> Stream:
+        """Regenerate the last reply (``is_retry``), streaming it.
+
+        Raises:
+            ValueError: There is no user message to answer again.
+        """
+        last_user = next((m for m in reversed(self._messages) if m["role"] == "user"), None)
+        if last_user is None:
+            raise ValueError("there is no turn to retry yet")
+        return self._turn(last_user["content"], last_user["id"], parameters, retry=True)
+
+    def retry(self, **parameters: Any) -> Reply:
+        """Regenerate the last reply and wait for it."""
+        return _finish(self.retry_stream(**parameters))
+
+    def close(self) -> None:
+        """Delete the server conversation unless ``keep=True`` (idempotent; logs failures)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conversation_id = self._id
+        if conversation_id is not None and not self.keep:
+            self._client._cleanup(conversation_id, stop=False, delete=True)
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"
+
+    def _turn(self, text: str, message_id: str, parameters: Mapping[str, Any], *, retry: bool) -> Stream:
+        if self._closed:
+            raise ValueError("this conversation is closed")
+        payload = _protocol.prompt_payload(
+            text, {**self._parameters, **parameters}, message_id=message_id, is_retry=retry
+        )
+
+        def open_exchange() -> _ChatExchange:
+            with self._lock:
+                if self._busy:
+                    raise ValueError("a turn of this conversation is still streaming")
+                if self._closed:
+                    raise ValueError("this conversation is closed")
+                self._busy = True
+            try:
+                if self._id is None:
+                    self._id = self._client._create_conversation(self.model)
+                return self._client._send_prompt(self._id, payload, delete=False)
+            except BaseException:
+                self._busy = False
+                raise
+
+        # on_end must not refer to the stream: the cycle would keep an abandoned
+        # stream (``break`` in a plain for loop) alive until the cyclic GC.
+        def on_end(stored: str | None, reply: str) -> None:
+            self._busy = False
+            if stored is None:
+                return
+            if retry:
+                # is_retry keeps the history before the message and replaces the rest (2.5)
+                index = next(i for i, m in enumerate(self._messages) if m.get("id") == message_id)
+                del self._messages[index:]
+            self._messages.append({"role": "user", "content": text, "id": message_id})
+            self._messages.append({"role": "assistant", "content": reply, "id": payload["options"]["response_id"]})
+
+        return Stream(open_exchange, max_event_size=self._client.max_event_size, keep_partial=True, on_end=on_end)
+
+
+def _finish(stream: Stream) -> Reply:
+    with stream:
+        for _ in stream.tokens():
+            pass
+    if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
+        raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
+    return stream.reply
