@@ -100,7 +100,9 @@ class AsyncClient:
     def model(self) -> str:
         return self.client.model
 
-    def stream(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> AsyncStream:
+    def stream(
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool = False, **parameters: Any
+    ) -> AsyncStream:
         """Send a prompt in a new conversation and stream the reply.
 
         Takes the arguments of :meth:`Client.stream`.
@@ -111,7 +113,7 @@ class AsyncClient:
         Raises:
             TypeError, ValueError: Bad messages or model, before any request.
         """
-        return AsyncStream(self.client.stream(messages, model=model, **parameters), self)
+        return AsyncStream(self.client.stream(messages, model=model, keep_tokens=keep_tokens, **parameters), self)
 
     async def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
@@ -121,7 +123,7 @@ class AsyncClient:
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        return await _finish(self.stream(messages, model=model, **parameters))
+        return await _finish(self.stream(messages, model=model, keep_tokens=True, **parameters))
 
     def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> AsyncConversation:
         """Start a multi-turn conversation: the async twin of :meth:`Client.conversation`."""
@@ -180,21 +182,21 @@ class AsyncConversation:
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
         return self._conversation.history
 
-    def stream(self, text: str, **parameters: Any) -> AsyncStream:
+    def stream(self, text: str, *, keep_tokens: bool = False, **parameters: Any) -> AsyncStream:
         """Send the next user message and stream the reply."""
-        return AsyncStream(self._conversation.stream(text, **parameters), self._client)
+        return AsyncStream(self._conversation.stream(text, keep_tokens=keep_tokens, **parameters), self._client)
 
     async def chat(self, text: str, **parameters: Any) -> Reply:
         """Send the next user message and wait for the whole reply."""
-        return await _finish(self.stream(text, **parameters))
+        return await _finish(self.stream(text, keep_tokens=True, **parameters))
 
-    def retry_stream(self, **parameters: Any) -> AsyncStream:
+    def retry_stream(self, *, keep_tokens: bool = False, **parameters: Any) -> AsyncStream:
         """Regenerate the last reply, streaming it."""
-        return AsyncStream(self._conversation.retry_stream(**parameters), self._client)
+        return AsyncStream(self._conversation.retry_stream(keep_tokens=keep_tokens, **parameters), self._client)
 
     async def retry(self, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
-        return await _finish(self.retry_stream(**parameters))
+        return await _finish(self.retry_stream(keep_tokens=True, **parameters))
 
     async def aclose(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent)."""

@@ -25,12 +25,11 @@ import requests.utils
 import urllib3.exceptions
 
 from . import _protocol
-from ._conversation import Conversation
+from ._conversation import Conversation, finish
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
-    IncompleteStreamError,
     SessionCookieError,
     decode_body,
     parse_retry_after,
@@ -153,7 +152,9 @@ class Client:
 
     # -- public API -------------------------------------------------------
 
-    def stream(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Stream:
+    def stream(
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool = False, **parameters: Any
+    ) -> Stream:
         """Send a prompt in a new conversation and stream the reply.
 
         Args:
@@ -161,6 +162,7 @@ class Client:
                 ``{"role": ..., "content": ...}`` mappings, flattened like the
                 seed's ``format_prompt``.
             model: The model id; the client's ``model`` when omitted.
+            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
             **parameters: Generation parameters (``temperature``, ``stop``,
                 ``seed``, ``details`` ...), merged over the seed's defaults.
 
@@ -177,6 +179,7 @@ class Client:
         return Stream(
             lambda: self._open_exchange(model, inputs, parameters),
             max_event_size=self.max_event_size,
+            keep_tokens=keep_tokens,
         )
 
     def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> Conversation:
@@ -207,12 +210,7 @@ class Client:
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        with self.stream(messages, model=model, **parameters) as stream:
-            for _ in stream.tokens():
-                pass
-        if stream.reply is None:  # unreachable: a stream only ends quietly with its reply
-            raise IncompleteStreamError("the stream ended without a reply", text=stream.text)
-        return stream.reply
+        return finish(self.stream(messages, model=model, keep_tokens=True, **parameters))
 
     def close(self) -> None:
         """Close the connections of the session the client made (idempotent)."""

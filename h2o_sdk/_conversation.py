@@ -65,11 +65,12 @@ class Conversation:
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
         return [{"role": m["role"], "content": m["content"]} for m in self._messages]
 
-    def stream(self, text: str, **parameters: Any) -> Stream:
+    def stream(self, text: str, *, keep_tokens: bool = False, **parameters: Any) -> Stream:
         """Send the next user message and stream the reply.
 
         Args:
             text: The user's message.
+            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
             **parameters: Generation parameters for this turn, over the
                 conversation's.
 
@@ -83,13 +84,13 @@ class Conversation:
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not text.strip():
             raise ValueError("text is blank: chat-ui rejects blank inputs")
-        return self._turn(text, str(uuid.uuid4()), parameters, retry=False)
+        return self._turn(text, str(uuid.uuid4()), parameters, retry=False, keep_tokens=keep_tokens)
 
     def chat(self, text: str, **parameters: Any) -> Reply:
         """Send the next user message and wait for the whole reply."""
-        return _finish(self.stream(text, **parameters))
+        return finish(self.stream(text, keep_tokens=True, **parameters))
 
-    def retry_stream(self, **parameters: Any) -> Stream:
+    def retry_stream(self, *, keep_tokens: bool = False, **parameters: Any) -> Stream:
         """Regenerate the last reply (``is_retry``), streaming it.
 
         Raises:
@@ -98,11 +99,11 @@ class Conversation:
         last_user = next((m for m in reversed(self._messages) if m["role"] == "user"), None)
         if last_user is None:
             raise ValueError("there is no turn to retry yet")
-        return self._turn(last_user["content"], last_user["id"], parameters, retry=True)
+        return self._turn(last_user["content"], last_user["id"], parameters, retry=True, keep_tokens=keep_tokens)
 
     def retry(self, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
-        return _finish(self.retry_stream(**parameters))
+        return finish(self.retry_stream(keep_tokens=True, **parameters))
 
     def close(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent; logs failures)."""
@@ -128,7 +129,9 @@ class Conversation:
     def __repr__(self) -> str:
         return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"
 
-    def _turn(self, text: str, message_id: str, parameters: Mapping[str, Any], *, retry: bool) -> Stream:
+    def _turn(
+        self, text: str, message_id: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool
+    ) -> Stream:
         if self._closed:
             raise ValueError("this conversation is closed")
         payload = _protocol.prompt_payload(
@@ -163,10 +166,17 @@ class Conversation:
             self._messages.append({"role": "user", "content": text, "id": message_id})
             self._messages.append({"role": "assistant", "content": reply, "id": payload["options"]["response_id"]})
 
-        return Stream(open_exchange, max_event_size=self._client.max_event_size, keep_partial=True, on_end=on_end)
+        return Stream(
+            open_exchange,
+            max_event_size=self._client.max_event_size,
+            keep_tokens=keep_tokens,
+            keep_partial=True,
+            on_end=on_end,
+        )
 
 
-def _finish(stream: Stream) -> Reply:
+def finish(stream: Stream) -> Reply:
+    """Read ``stream`` to its end and return its reply."""
     with stream:
         for _ in stream.tokens():
             pass

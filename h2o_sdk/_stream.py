@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_MAX_EVENT_SIZE", "Exchange", "LineReader", "Stream"]
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
+_COMPACT_EVERY = 512
 _BLANK = (b"\n", b"\r", b"\r\n")
 
 
@@ -172,6 +173,11 @@ class Stream:
                 print(text, end="", flush=True)
         print(stream.reply.finish_reason)
 
+    ``reply.tokens`` holds every token only when the stream was made with
+    ``keep_tokens=True`` (``chat()`` always does); otherwise it is empty, since
+    the caller had each token as it arrived, and a long stream does not hold
+    them twice.
+
     A stream belongs to one thread at a time.
 
     Raises (while iterating):
@@ -188,13 +194,14 @@ class Stream:
         open_exchange: Callable[[], Exchange],
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        keep_tokens: bool = False,
         keep_partial: bool = False,
         on_end: Callable[[str | None, str], None] | None = None,
     ) -> None:
         # The generator holds the state, never the Stream: without a reference
         # cycle, a stream abandoned after ``break`` is finished (and its
         # conversation deleted) as soon as the loop lets go of it.
-        self._state = _State()
+        self._state = _State(keep_tokens)
         self._generator = _run(self._state, open_exchange, max_event_size, keep_partial, on_end)
 
     @property
@@ -210,7 +217,7 @@ class Stream:
     @property
     def text(self) -> str:
         """The reply's text received so far (all of it once finished)."""
-        return "".join(self._state.parts)
+        return self._state.text()
 
     def __iter__(self) -> Stream:
         return self
@@ -261,7 +268,7 @@ class Stream:
         self.close()
 
     def __repr__(self) -> str:
-        state = "finished" if self.reply is not None else f"{len(self._state.tokens)} tokens"
+        state = "finished" if self.reply is not None else f"{self._state.count} tokens"
         return f"<Stream conversation={self.conversation_id!r} {state}>"
 
 
@@ -269,21 +276,37 @@ class Stream:
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("aborted", "conversation_id", "exchange", "parts", "reply", "tokens")
+    __slots__ = ("aborted", "conversation_id", "count", "exchange", "parts", "reply", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_tokens: bool) -> None:
         self.parts: list[str] = []
-        self.tokens: list[Token] = []
+        self.tokens: list[Token] | None = [] if keep_tokens else None
+        self.count = 0
         self.reply: Reply | None = None
         self.conversation_id: str | None = None
         self.exchange: Exchange | None = None
         self.aborted = False
 
+    def add(self, token: Token) -> None:
+        self.count += 1
+        if self.tokens is not None:
+            self.tokens.append(token)
+        if not token.special:
+            parts = self.parts
+            parts.append(token.text)
+            if len(parts) >= _COMPACT_EVERY:
+                # One small str per token costs ~13x its text; joined, a long
+                # stream's text costs about its own size.
+                parts[:] = ["".join(parts)]
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
     def error(self, cls: type[StreamError], message: str) -> StreamError:
-        return cls(message, text="".join(self.parts), conversation_id=self.conversation_id)
+        return cls(message, text=self.text(), conversation_id=self.conversation_id)
 
     def annotate(self, exc: StreamError) -> None:
-        exc.text = "".join(self.parts)
+        exc.text = self.text()
         exc.conversation_id = self.conversation_id
 
 
@@ -312,10 +335,12 @@ def _run(
                 stop = False
                 server_ended = True
                 raise
-            _add(state, token)
+            state.add(token)
             if final is not None:
                 state.reply = Reply(
-                    **reply_fields(final), tokens=tuple(state.tokens), conversation_id=state.conversation_id
+                    **reply_fields(final),
+                    tokens=tuple(state.tokens) if state.tokens is not None else (),
+                    conversation_id=state.conversation_id,
                 )
                 completed = True
                 yield token
@@ -353,14 +378,8 @@ def _run(
             stop = False
         exchange.finish(completed=completed, stop=stop)
         if on_end is not None:
-            text = state.reply.text if state.reply is not None else "".join(state.parts)
+            text = state.reply.text if state.reply is not None else state.text()
             on_end("reply" if completed else "partial" if partial else None, text)
-
-
-def _add(state: _State, token: Token) -> None:
-    state.tokens.append(token)
-    if not token.special:
-        state.parts.append(token.text)
 
 
 def _drain(events: Iterator[Any], state: _State) -> None:
@@ -368,7 +387,7 @@ def _drain(events: Iterator[Any], state: _State) -> None:
     try:
         for event in events:
             token, final = parse_event(event.data)
-            _add(state, token)
+            state.add(token)
             if final is not None:
                 return
     except (H2oError, _Truncated):

@@ -47,7 +47,7 @@ async def test_chat_stream_and_tokens(server: ChatServer, client: AsyncClient) -
     reply = await client.chat("Hi", details=True)
     assert reply.text == REPLY and reply.finish_reason == "eos_token"
     assert [text async for text in client.stream("Hi")] == WORDS
-    async with client.stream("Hi") as stream:
+    async with client.stream("Hi", keep_tokens=True) as stream:
         tokens = [token async for token in stream.tokens()]
     assert tokens[-1].special and stream.reply is not None and stream.reply.tokens == tuple(tokens)
     assert steps(server).count("delete") == 3

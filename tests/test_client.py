@@ -120,11 +120,11 @@ def test_request_shapes_of_the_whole_flow(mock: responses.RequestsMock, client: 
 
 def test_stream_yields_text_and_sets_reply(mock: responses.RequestsMock, client: Client) -> None:
     happy(mock)
-    with client.stream("Hi") as stream:
+    with client.stream("Hi", keep_tokens=True) as stream:
         assert calls(mock) == []  # lazy: nothing sent before iteration
         assert list(stream) == WORDS
     assert stream.reply is not None and stream.reply.text == TEXT
-    assert stream.reply.tokens[-1].special
+    assert stream.reply.tokens[-1].special and len(stream.reply.tokens) == len(WORDS) + 1
     assert calls(mock) == [*FLOW, DELETE]
 
 

@@ -63,6 +63,7 @@ def steps(server: ChatServer) -> list[str]:
 def test_chat_and_stream(server: ChatServer, client: Client) -> None:
     reply = client.chat("Hi", details=True)
     assert reply.text == REPLY and reply.finish_reason == "eos_token" and reply.generated_tokens == len(WORDS) + 1
+    assert [t.text for t in reply.tokens] == [*WORDS, "<|endoftext|>"]  # chat() keeps every token
     assert list(client.stream("Hi")) == WORDS
     assert steps(server) == ["settings", "conversation", "prompt", "delete", "conversation", "prompt", "delete"]
 

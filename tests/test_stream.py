@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -30,11 +31,17 @@ class FakeExchange:
             self.pulled += 1
             yield chunk
 
+    def stop_generating(self) -> None:
+        raise AssertionError("only conversation turns stop before finishing")
+
+    def abort(self) -> None:
+        pass
+
     def finish(self, *, completed: bool, stop: bool) -> None:
         self.finished.append((completed, stop))
 
 
-def make_stream(chunks: Iterable[bytes | BaseException], **kwargs: int) -> tuple[Stream, FakeExchange]:
+def make_stream(chunks: Iterable[bytes | BaseException], **kwargs: Any) -> tuple[Stream, FakeExchange]:
     exchange = FakeExchange(chunks)
     return Stream(lambda: exchange, **kwargs), exchange
 
@@ -105,7 +112,7 @@ def test_tokens_arrive_before_the_next_read() -> None:
 
 def test_tokens_include_the_special_end_token_and_reply_holds_details() -> None:
     details = {"finish_reason": "eos_token", "generated_tokens": 6, "seed": 42}
-    stream, _ = make_stream(reply_events(WORDS, details=details))
+    stream, _ = make_stream(reply_events(WORDS, details=details), keep_tokens=True)
     tokens = list(stream.tokens())
     assert tokens[-1] == Token(11, "<|endoftext|>", -0.1, True)
     assert [t.text for t in tokens[:-1]] == WORDS
@@ -241,3 +248,11 @@ def test_keyboard_interrupt_while_reading_finishes_the_stream() -> None:
 def test_line_reader_keeps_line_endings() -> None:
     lines = list(LineReader([b"data:a\r\ndata:b\rdata:c\n\n"]))
     assert lines == [b"data:a\r\n", b"data:b\r", b"data:c\n", b"\n"]
+
+
+def test_a_long_stream_keeps_its_text_compactly_and_no_tokens_unless_asked() -> None:
+    words = [f" w{i}" for i in range(5000)]
+    stream, _ = make_stream(reply_events(words))
+    assert list(stream) == words
+    assert stream.text == "".join(words) and len(stream._state.parts) < 600
+    assert stream.reply is not None and stream.reply.tokens == ()
