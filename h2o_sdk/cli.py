@@ -4,6 +4,7 @@ Usage::
 
     h2o-chat "Write a haiku about rivers"            # the hosted service (or $H2O_SDK_BASE_URL)
     h2o-chat --local "Write a haiku about rivers"    # the embedded local emulator
+    h2o-chat --local                                 # an interactive chat on a terminal
     echo "Summarise this" | h2o-chat --local         # the prompt from standard input
     h2o-chat serve --port 8080                       # run the emulator until Ctrl-C
 
@@ -15,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import H2oError, __version__
 from ._client import Client
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
+from ._stream import Stream
 
 __all__ = ["main"]
 
 _EXAMPLES = """examples:
   h2o-chat --local "Write a haiku about rivers"
+  h2o-chat --local                                 # an interactive chat (/new, /retry, /exit)
+  h2o-chat --local --json "Hi" | jq -c .
   echo "Explain SSE in one line" | h2o-chat --local
   H2O_SDK_BASE_URL=http://127.0.0.1:8080 h2o-chat "Hi"
   h2o-chat serve --port 8080
@@ -41,7 +46,8 @@ def _chat_parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("prompt", nargs="?", help="the prompt; read from standard input when omitted")
+    parser.add_argument("prompt", nargs="?",
+                        help="the prompt; read from standard input when piped; a chat session on a terminal")
     parser.add_argument("--local", action="store_true", help="start the embedded local emulator and use it")
     parser.add_argument("--base-url", default=os.environ.get("H2O_SDK_BASE_URL", DEFAULT_BASE_URL),
                         help="the service's URL (default: $H2O_SDK_BASE_URL or %(default)s)")
@@ -50,6 +56,9 @@ def _chat_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, help="connect and idle read timeout, in seconds")
     parser.add_argument("--temperature", type=float, help="sampling temperature")
     parser.add_argument("--max-new-tokens", type=int, help="the longest reply, in tokens")
+    parser.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per token, then one with the reply's details")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -72,27 +81,15 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     if args[:1] == ["serve"]:
         return _serve(_serve_parser().parse_args(args[1:]), stdout)
-    parser = _chat_parser()
-    options = parser.parse_args(args)
-    prompt = options.prompt
-    if prompt is None:
-        if stdin.isatty():
-            parser.print_usage(stderr)
-            print("h2o-chat: error: give a prompt (the interactive mode is not there yet)", file=stderr)
-            return 2
-        prompt = stdin.read()
+    options = _chat_parser().parse_args(args)
+    interactive = options.prompt is None and stdin.isatty()
     try:
         with _base_url(options) as base_url, _client(base_url, options) as client:
-            parameters = {}
-            if options.temperature is not None:
-                parameters["temperature"] = options.temperature
-            if options.max_new_tokens is not None:
-                parameters["max_new_tokens"] = options.max_new_tokens
-            with client.stream(prompt, model=options.model, **parameters) as stream:
-                for text in stream:
-                    stdout.write(text)
-                    stdout.flush()
-            stdout.write("\n")
+            if interactive:
+                return _interactive(client, options, stdout, stderr)
+            prompt = options.prompt if options.prompt is not None else stdin.read()
+            with client.stream(prompt, model=options.model, **_parameters(options)) as stream:
+                _print_stream(stream, options, stdout)
     except KeyboardInterrupt:
         stdout.write("\n")
         return 130
@@ -102,6 +99,87 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         print(f"h2o-chat: error: {exc}", file=stderr)
         return 1
     return 0
+
+
+def _parameters(options: argparse.Namespace) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    if options.temperature is not None:
+        parameters["temperature"] = options.temperature
+    if options.max_new_tokens is not None:
+        parameters["max_new_tokens"] = options.max_new_tokens
+    if options.stop:
+        parameters["stop"] = options.stop
+    if options.json:
+        parameters["details"] = True  # so the final object has finish_reason
+    return parameters
+
+
+def _print_stream(stream: Stream, options: argparse.Namespace, stdout: TextIO) -> None:
+    """Write a reply as it arrives: text, or with --json one object per token and one for the reply."""
+    if not options.json:
+        for text in stream:
+            stdout.write(text)
+            stdout.flush()
+        stdout.write("\n")
+        return
+    for token in stream.tokens():
+        event = {"type": "token", "id": token.id, "text": token.text, "logprob": token.logprob,
+                 "special": token.special}
+        stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+        stdout.flush()
+    reply = stream.reply
+    if reply is not None:
+        final = {"type": "reply", "text": reply.text, "finish_reason": reply.finish_reason,
+                 "generated_tokens": reply.generated_tokens, "conversation_id": reply.conversation_id}
+        stdout.write(json.dumps(final, ensure_ascii=False) + "\n")
+        stdout.flush()
+
+
+_HELP = "/new starts a new conversation, /retry regenerates the last reply, /exit or Ctrl-D leaves; " \
+        "Ctrl-C stops a reply."
+
+
+def _interactive(client: Client, options: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """Chat in one Conversation until /exit or Ctrl-D."""
+    parameters = _parameters(options)
+    print(f"h2o-chat {__version__} on {client.base_url} ({options.model})\n{_HELP}", file=stdout, flush=True)
+    conversation = client.conversation(model=options.model, **parameters)
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                stdout.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                stdout.write("\n")
+                continue
+            command = line.strip()
+            if not command:
+                continue
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/help":
+                print(_HELP, file=stdout)
+                continue
+            if command == "/new":
+                conversation.close()
+                conversation = client.conversation(model=options.model, **parameters)
+                print("(a new conversation)", file=stdout, flush=True)
+                continue
+            try:
+                stream = conversation.retry_stream() if command == "/retry" else conversation.stream(line)
+                with stream:
+                    _print_stream(stream, options, stdout)
+            except KeyboardInterrupt:
+                stdout.write("\n(stopped)\n")
+                stdout.flush()
+            except (H2oError, ValueError) as exc:
+                if options.debug:
+                    raise
+                print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
+    finally:
+        conversation.close()
 
 
 def _client(base_url: str, options: argparse.Namespace) -> Client:
