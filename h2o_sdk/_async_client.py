@@ -13,7 +13,6 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
@@ -25,6 +24,7 @@ from ._client import Client
 from ._conversation import Conversation
 from ._exceptions import IncompleteStreamError
 from ._protocol import DEFAULT_BASE_URL, Messages
+from ._resource import AsyncResource
 from ._stream import Stream
 from ._types import Reply, Timeout, Token
 
@@ -48,7 +48,7 @@ class ClientOptions(TypedDict, total=False):
     max_connections: int
 
 
-class AsyncClient:
+class AsyncClient(AsyncResource):
     """An async client for the h2oGPT chat service, for asyncio and trio.
 
     Example::
@@ -134,16 +134,6 @@ class AsyncClient:
         self.client.close()
         await anyio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.base_url} model={self.model!r}>"
@@ -157,7 +147,7 @@ class AsyncClient:
         return loop
 
 
-class AsyncConversation:
+class AsyncConversation(AsyncResource):
     """A multi-turn conversation for async code: the twin of :class:`Conversation`.
 
     Example::
@@ -202,16 +192,6 @@ class AsyncConversation:
         """Delete the server conversation unless ``keep=True`` (idempotent)."""
         await anyio.to_thread.run_sync(self._conversation.close, limiter=self._client._loop().limiter)
 
-    async def __aenter__(self) -> AsyncConversation:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<AsyncConversation id={self.id!r}>"
@@ -261,7 +241,7 @@ class _Loop:
             func()
 
 
-class AsyncStream:
+class AsyncStream(AsyncResource):
     """A reply streamed to async code: ``async for text in stream``.
 
     The async twin of :class:`Stream`: iterating yields the text of each
@@ -323,16 +303,6 @@ class AsyncStream:
         with anyio.CancelScope(shield=True):
             await self._shut(feed)
 
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         # Abandoned without aclose(): the reader thread cleans up on its own.

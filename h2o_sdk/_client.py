@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +35,7 @@ from ._exceptions import (
     status_error,
 )
 from ._protocol import Messages
+from ._resource import Resource
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
 from ._types import DEFAULT_TIMEOUT, Reply, Timeout
 from ._version import __version__
@@ -59,7 +59,7 @@ _STREAM_ACCEPT = {"Accept": "text/event-stream, application/json"}
 _sleep = time.sleep
 
 
-class Client:
+class Client(Resource):
     """A blocking client for an h2oGPT (chat-ui + TGI) chat service.
 
     Example::
@@ -218,16 +218,6 @@ class Client:
         if self._owns_session:
             self._session.close()
 
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Client {self.base_url} model={self.model!r}>"

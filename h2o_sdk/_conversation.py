@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol
 from ._exceptions import IncompleteStreamError
+from ._resource import Resource
 from ._stream import Stream
 from ._types import Reply
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Conversation"]
 
 
-class Conversation:
+class Conversation(Resource):
     """A multi-turn chat kept on the server. Make one with :meth:`Client.conversation`.
 
     Example::
@@ -115,16 +115,6 @@ class Conversation:
         if conversation_id is not None and not self.keep:
             self._client._cleanup(conversation_id, stop=False, delete=True)
 
-    def __enter__(self) -> Conversation:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"

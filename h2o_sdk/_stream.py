@@ -9,7 +9,6 @@ the server. Only this module sees ``sseclient`` events.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from types import TracebackType
 from typing import Any, Protocol
 
 from sseclient import SSEClient
@@ -24,6 +23,7 @@ from ._exceptions import (
     StreamError,
 )
 from ._protocol import parse_event, reply_fields
+from ._resource import Resource
 from ._types import Reply, Token
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "Exchange", "LineReader", "Stream"]
@@ -152,7 +152,7 @@ class Exchange(Protocol):
         ...
 
 
-class Stream:
+class Stream(Resource):
     """A reply, token by token, as it arrives.
 
     Iterating yields the text (``str``) of each non-special token.
@@ -256,16 +256,6 @@ class Stream:
         if exchange is not None:
             exchange.abort()
 
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "finished" if self.reply is not None else f"{self._state.count} tokens"

@@ -324,24 +324,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------------
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
     @property
     def app(self) -> ChatServer:
         return self.server.app
@@ -438,6 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(path, body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
     def _route(self, path: str, body: bytes) -> None:
         parts = [p for p in path.split("/") if p]
