@@ -107,3 +107,19 @@ def test_interactive_exit_command(server: ChatServer) -> None:
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_ctrl_c_during_a_one_shot_reply_exits_130_and_cleans_up(server: ChatServer) -> None:
+    server.pace = 0.5
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, ["-m", "h2o_sdk", "--base-url", server.url, "Tell me a story"], env=env,
+                          encoding="utf-8", timeout=30)
+    try:
+        child.expect("Answer")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 130
+    assert "Traceback" not in (child.before or "")
+    assert [method for method, _ in server.paths()][-2:] == ["POST", "DELETE"]  # stop-generating, then delete
