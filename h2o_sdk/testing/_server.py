@@ -8,6 +8,7 @@ numbers in comments refer to that document.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import re
@@ -171,6 +172,7 @@ class ChatServer:
         rate_limit: int | None = None,
         faults: Sequence[Fault] = (),
         preprompt: str = "",
+        upstream: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -183,6 +185,10 @@ class ChatServer:
         self.require_welcome = require_welcome
         self.rate_limit = rate_limit
         self.preprompt = preprompt
+        if upstream is not None and urlsplit(upstream).scheme not in ("http", "https"):
+            raise ValueError(f"upstream must be an http(s) URL of a TGI /generate_stream, not {upstream!r}")
+        self.upstream = upstream
+        self._upstreams: set[http.client.HTTPConnection] = set()
         self.requests: list[Record] = []
         self.events_sent = 0
         self._faults = list(faults)
@@ -219,6 +225,10 @@ class ChatServer:
         with self._lock:
             for conversation in self._conversations.values():
                 conversation.wake.set()
+            for connection in self._upstreams:  # wake handlers blocked on a silent upstream
+                if connection.sock is not None:
+                    with contextlib.suppress(OSError):
+                        connection.sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -585,6 +595,8 @@ class _Handler(BaseHTTPRequestHandler):
                 history = history[:index]
         user = {"from": "user", "content": inputs, "id": options.get("id") or str(uuid.uuid4())}
         prompt = _build_prompt(app.preprompt, [*history, user])
+        if app.upstream is not None:
+            return _Forward(self, conversation, history, user, options, prompt, payload).run()
         parameters = payload.get("parameters")
         _Generation(self, conversation, history, user, options, prompt,
                     parameters if isinstance(parameters, dict) else {}, fault).run()
@@ -772,13 +784,103 @@ class _Generation:
             self._save("".join(parts))
 
     def _save(self, text: str) -> None:
-        conversation = self.conversation
-        with self.app._lock:
-            if conversation.deleted:
+        _save(self.app, self.conversation, self.history, self.user, self.options, text)
+
+
+def _save(app: ChatServer, conversation: _Conversation, history: list[dict[str, str]], user: dict[str, str],
+          options: Mapping[str, Any], text: str) -> None:
+    """Store the user message and the reply together (2.5: only after the stream, or a stop)."""
+    with app._lock:
+        if conversation.deleted:
+            return
+        assistant = {"from": "assistant", "content": text, "id": options.get("response_id") or str(uuid.uuid4())}
+        conversation.messages[:] = [*history, user, assistant]
+
+
+class _Forward:
+    """chat-ui in front of a real TGI: the client's body goes upstream with only
+    ``inputs`` replaced by the history-built prompt; status, headers and bytes
+    come back verbatim, plus the cookie (2.5). A stop takes effect at the next
+    upstream chunk (2.7)."""
+
+    _HOP_BY_HOP = ("transfer-encoding", "connection", "content-length", "keep-alive", "date", "server")
+
+    def __init__(self, handler: _Handler, conversation: _Conversation, history: list[dict[str, str]],
+                 user: dict[str, str], options: Mapping[str, Any], prompt: str, payload: Mapping[str, Any]) -> None:
+        self.handler = handler
+        self.app = handler.app
+        self.conversation = conversation
+        self.history = history
+        self.user = user
+        self.options = options
+        self.body = _dumps({**payload, "inputs": prompt})
+
+    def run(self) -> None:
+        app, conversation, handler = self.app, self.conversation, self.handler
+        target = urlsplit(app.upstream or "")
+        kind = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+        connection = kind(target.hostname or "127.0.0.1", target.port, timeout=300)
+        try:
+            connection.request("POST", target.path or "/", self.body,
+                               {"Content-Type": "application/json", "Accept": "text/event-stream"})
+            upstream = connection.getresponse()
+        except OSError:
+            connection.close()
+            return handler._route_error(500, _INTERNAL)  # upstream unreachable (2.8)
+        with app._lock:
+            app._upstreams.add(connection)
+        try:
+            conversation.stopped = False
+            conversation.wake.clear()
+            handler._record(upstream.status)
+            handler.send_response(upstream.status)
+            for name, value in upstream.getheaders():
+                if name.lower() not in self._HOP_BY_HOP:
+                    handler.send_header(name, value)
+            handler.send_header("set-cookie", handler._cookie_header())
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            self._relay(upstream)
+        finally:
+            with app._lock:
+                app._upstreams.discard(connection)
+            connection.close()
+
+    def _relay(self, upstream: http.client.HTTPResponse) -> None:
+        handler, conversation = self.handler, self.conversation
+        pending = b""
+        parts: list[str] = []
+        final: str | None = None
+        while True:
+            try:
+                data = upstream.read1(65536)
+            except (OSError, http.client.HTTPException):
+                data = None  # the upstream died: no terminating chunk, nothing saved (2.8)
+            if conversation.wake.is_set() or self.app._stopping.is_set():
+                handler.close_connection = True  # cut without the terminating chunk
+                if conversation.stopped:
+                    _save(self.app, conversation, self.history, self.user, self.options, "".join(parts))
                 return
-            assistant = {"from": "assistant", "content": text,
-                         "id": self.options.get("response_id") or str(uuid.uuid4())}
-            conversation.messages[:] = [*self.history, self.user, assistant]
+            if data is None:
+                handler.close_connection = True
+                return
+            if not data:
+                break
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            pending += data
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                if not event.startswith(b"data:"):
+                    continue
+                with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                    obj = json.loads(event[5:])
+                    if not obj["token"]["special"]:
+                        parts.append(obj["token"]["text"])
+                    if obj.get("generated_text") is not None:
+                        final = obj["generated_text"]
+        if upstream.status == 200 and final is not None:
+            _save(self.app, conversation, self.history, self.user, self.options, final)
+        handler.wfile.write(b"0\r\n\r\n")
 
 
 def _validate_prompt(payload: Any) -> tuple[str, Mapping[str, Any]]:
@@ -856,7 +958,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
             function of the model prompt), ``pace`` (seconds between tokens),
             ``first_token_delay``, ``keepalive``, ``secure_cookie``,
             ``require_welcome``, ``rate_limit``, ``models``, ``faults``,
-            ``preprompt``.
+            ``preprompt``, and ``upstream``: the URL of a real TGI-compatible
+            ``/generate_stream`` to forward prompts to, as chat-ui did.
 
     Returns:
         The running :class:`ChatServer`.
