@@ -342,7 +342,7 @@ def _run(
             "the stream was aborted" if state.aborted else "the stream ended before its last event",
         )
     except _Truncated:
-        server_ended = True
+        server_ended = not state.aborted
         raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
     except StreamError as exc:
         state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
@@ -360,16 +360,18 @@ def _run(
         # stored on the server.
         stop = stop and not completed
         partial = not completed and not server_ended
-        if partial and keep_partial and events is not None:
-            # The server stores what it generated until the stop reached it: read
-            # that rest, so the caller's text is what the server kept.
-            exchange.stop_generating()
-            _drain(events, state)
-            stop = False
-        exchange.finish(completed=completed, stop=stop)
-        if on_end is not None:
-            text = state.reply.text if state.reply is not None else state.text()
-            on_end("reply" if completed else "partial" if partial else None, text)
+        try:
+            if partial and keep_partial and events is not None:
+                # The server stores what it generated until the stop reached it:
+                # read that rest, so the caller's text is what the server kept.
+                stop = False
+                exchange.stop_generating()
+                _drain(events, state)
+        finally:  # even if a second Ctrl-C lands here
+            exchange.finish(completed=completed, stop=stop)
+            if on_end is not None:
+                text = state.reply.text if state.reply is not None else state.text()
+                on_end("reply" if completed else "partial" if partial else None, text)
 
 
 def _drain(events: Iterator[Any], state: _State) -> None:
