@@ -516,3 +516,14 @@ def test_final_token_that_is_not_special(mock: responses.RequestsMock, client: C
     happy(mock, [body])
     reply = client.chat("Hi", max_new_tokens=2, details=True)
     assert (reply.text, reply.finish_reason, reply.generated_tokens) == ("ab", "length", 2)
+
+
+def test_socks_proxies_need_the_socks_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("socks") is None:
+        with pytest.raises(ValueError, match=r"h2o_sdk\[socks\]"):
+            Client(BASE, proxy="socks5://127.0.0.1:1080")
+    else:  # pragma: no cover - with the extra installed
+        with Client(BASE, proxy="socks5h://127.0.0.1:1080") as client:
+            assert client._proxies == {"http": "socks5h://127.0.0.1:1080", "https": "socks5h://127.0.0.1:1080"}
