@@ -115,7 +115,7 @@ async def test_asyncio_wait_for(server: ChatServer, client: AsyncClient, anyio_b
         async for _ in client.stream("Hi"):
             pass
 
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 on
         await asyncio.wait_for(consume(), 0.3)
     assert steps(server)[-2:] == ["stop", "delete"]
 
