@@ -11,7 +11,7 @@ import pexpect
 import pytest
 
 from h2o_sdk.cli import main
-from h2o_sdk.testing import ChatServer, serve
+from h2o_sdk.testing import ChatServer, default_reply, serve
 
 
 @pytest.fixture
@@ -123,3 +123,22 @@ def test_ctrl_c_during_a_one_shot_reply_exits_130_and_cleans_up(server: ChatServ
     assert child.exitstatus == 130
     assert "Traceback" not in (child.before or "")
     assert [method for method, _ in server.paths()][-2:] == ["POST", "DELETE"]  # stop-generating, then delete
+
+
+def test_serve_runs_the_emulator_until_ctrl_c() -> None:
+    from h2o_sdk import Client
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "h2o_sdk", "serve", "--port", "0", "--pace", "0"], env=env,
+                          encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"on (http://127\.0\.0\.1:\d+)")
+        url = child.match.group(1)
+        with Client(url) as client:
+            expected = default_reply("<|prompt|>Hi<|endoftext|><|answer|>")
+            assert client.chat("Hi").text == expected
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
