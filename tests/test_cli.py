@@ -55,14 +55,15 @@ def test_environment_base_url_and_version(server: ChatServer, capsys: pytest.Cap
     assert info.value.code == 0 and capsys.readouterr().out.startswith("h2o-chat 0.")
 
 
-def spawn(server: ChatServer) -> pexpect.spawn:
+def spawn(*args: str) -> pexpect.spawn:
+    """``python -m h2o_sdk ARGS`` in a real pseudo-terminal."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
-    return pexpect.spawn(sys.executable, ["-m", "h2o_sdk", "--base-url", server.url], env=env,
-                         encoding="utf-8", timeout=30, dimensions=(40, 200))
+    return pexpect.spawn(sys.executable, ["-m", "h2o_sdk", *args], env=env, encoding="utf-8", timeout=30,
+                         dimensions=(40, 200))
 
 
 def test_interactive_chat_in_a_terminal(server: ChatServer) -> None:
-    child = spawn(server)
+    child = spawn("--base-url", server.url)
     try:
         child.expect("/retry regenerates")
         child.expect("you> ")
@@ -99,7 +100,7 @@ def test_interactive_chat_in_a_terminal(server: ChatServer) -> None:
 
 
 def test_interactive_exit_command(server: ChatServer) -> None:
-    child = spawn(server)
+    child = spawn("--base-url", server.url)
     try:
         child.expect("you> ")
         child.sendline("/exit")
@@ -111,9 +112,7 @@ def test_interactive_exit_command(server: ChatServer) -> None:
 
 def test_ctrl_c_during_a_one_shot_reply_exits_130_and_cleans_up(server: ChatServer) -> None:
     server.pace = 0.5
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
-    child = pexpect.spawn(sys.executable, ["-m", "h2o_sdk", "--base-url", server.url, "Tell me a story"], env=env,
-                          encoding="utf-8", timeout=30)
+    child = spawn("--base-url", server.url, "Tell me a story")
     try:
         child.expect("Answer")
         child.sendintr()
@@ -128,9 +127,7 @@ def test_ctrl_c_during_a_one_shot_reply_exits_130_and_cleans_up(server: ChatServ
 def test_serve_runs_the_emulator_until_ctrl_c() -> None:
     from h2o_sdk import Client
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "h2o_sdk", "serve", "--port", "0", "--pace", "0"], env=env,
-                          encoding="utf-8", timeout=30)
+    child = spawn("serve", "--port", "0", "--pace", "0")
     try:
         child.expect(r"on (http://127\.0\.0\.1:\d+)")
         url = child.match.group(1)

@@ -455,8 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and rest == ["summarize"]:
                 # Title generation needs a non-streaming endpoint; TGI's
                 # /generate_stream cannot serve it (2.7).
-                if self._owned(conversation_id) is None:
-                    return self._route_error(404, _NOT_FOUND)
+                if self._target(conversation_id) is None:
+                    return None
                 return self._route_error(500, _INTERNAL)
         if method in ("GET", "HEAD") and not parts:
             page = b"<!doctype html><html><head><title>HuggingChat</title></head><body></body></html>"
@@ -536,13 +536,20 @@ class _Handler(BaseHTTPRequestHandler):
             found = self.app._conversations.get(conversation_id)
         return found if found is not None and found.session == self._session_id else None
 
-    def _delete(self, conversation_id: str) -> None:
-        app = self.app
-        if self._fault_status(app._fault("delete")):
+    def _target(self, conversation_id: str, step: str | None = None) -> _Conversation | None:
+        """The session's conversation, or ``None`` once a fault or a 404 has been answered."""
+        if step is not None and self._fault_status(self.app._fault(step)):
             return None
         conversation = self._owned(conversation_id)
         if conversation is None:
-            return self._route_error(404, _NOT_FOUND)
+            self._route_error(404, _NOT_FOUND)
+        return conversation
+
+    def _delete(self, conversation_id: str) -> None:
+        app = self.app
+        conversation = self._target(conversation_id, "delete")
+        if conversation is None:
+            return None
         with app._lock:
             app._conversations.pop(conversation_id, None)
             conversation.deleted = True
@@ -550,20 +557,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, chunked=True)
 
     def _stop(self, conversation_id: str) -> None:
-        app = self.app
-        if self._fault_status(app._fault("stop")):
-            return None
-        conversation = self._owned(conversation_id)
+        conversation = self._target(conversation_id, "stop")
         if conversation is None:
-            return self._route_error(404, _NOT_FOUND)
+            return None
         conversation.stopped = True
         conversation.wake.set()
         self._send(200, chunked=True)
 
     def _patch(self, conversation_id: str, body: bytes) -> None:
-        conversation = self._owned(conversation_id)
+        conversation = self._target(conversation_id)
         if conversation is None:
-            return self._route_error(404, _NOT_FOUND)
+            return None
         try:
             title = json.loads(body)["title"]
         except (ValueError, KeyError, TypeError):
@@ -575,9 +579,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _prompt(self, conversation_id: str, body: bytes) -> None:
         app = self.app
-        conversation = self._owned(conversation_id)
+        conversation = self._target(conversation_id)
         if conversation is None:
-            return self._route_error(404, _NOT_FOUND)
+            return None
         if app.rate_limit is not None and not self._within_rate_limit():
             return self._route_error(429, {"message": "You are sending too many messages. Try again later."})
         try:
