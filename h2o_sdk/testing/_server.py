@@ -599,11 +599,11 @@ class _Handler(BaseHTTPRequestHandler):
                 history = history[:index]
         user = {"from": "user", "content": inputs, "id": options.get("id") or str(uuid.uuid4())}
         prompt = _build_prompt(app.preprompt, [*history, user])
+        turn = _Turn(self, conversation, history, user, options, prompt)
         if app.upstream is not None:
-            return _Forward(self, conversation, history, user, options, prompt, payload).run()
+            return _Forward(turn, payload).run()
         parameters = payload.get("parameters")
-        _Generation(self, conversation, history, user, options, prompt,
-                    parameters if isinstance(parameters, dict) else {}, fault).run()
+        _Generation(turn, parameters if isinstance(parameters, dict) else {}, fault).run()
 
     def _within_rate_limit(self) -> bool:
         app = self.app
@@ -620,24 +620,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Generation:
     """One TGI ``/generate_stream`` answer, relayed by chat-ui (2.5, 3)."""
 
-    def __init__(
-        self,
-        handler: _Handler,
-        conversation: _Conversation,
-        history: list[dict[str, str]],
-        user: dict[str, str],
-        options: Mapping[str, Any],
-        prompt: str,
-        parameters: Mapping[str, Any],
-        fault: Fault | None,
-    ) -> None:
-        self.handler = handler
-        self.app = handler.app
-        self.conversation = conversation
-        self.history = history
-        self.user = user
-        self.options = options
-        self.prompt = prompt
+    def __init__(self, turn: _Turn, parameters: Mapping[str, Any], fault: Fault | None) -> None:
+        self.turn = turn
+        self.handler = turn.handler
+        self.app = turn.handler.app
+        self.conversation = turn.conversation
+        self.prompt = turn.prompt
         self.parameters = parameters
         self.fault = fault or Fault()
         self.eol = self.fault.line_ending.encode()
@@ -694,7 +682,7 @@ class _Generation:
             self._event(end, final="".join(parts), finish_reason=finish_reason, generated=len(parts) + 1)
         # Saved before the terminator, so a client that has seen the end (and its
         # next prompt) always finds the history stored.
-        self._save("".join(parts))
+        self.turn.save("".join(parts))
         self._end()
 
     def _plan(self) -> tuple[list[str], str]:
@@ -785,20 +773,28 @@ class _Generation:
         # the terminating chunk, and the partial reply is saved (2.7).
         self.handler.close_connection = True
         if self.conversation.stopped:
-            self._save("".join(parts))
-
-    def _save(self, text: str) -> None:
-        _save(self.app, self.conversation, self.history, self.user, self.options, text)
+            self.turn.save("".join(parts))
 
 
-def _save(app: ChatServer, conversation: _Conversation, history: list[dict[str, str]], user: dict[str, str],
-          options: Mapping[str, Any], text: str) -> None:
-    """Store the user message and the reply together (2.5: only after the stream, or a stop)."""
-    with app._lock:
-        if conversation.deleted:
-            return
-        assistant = {"from": "assistant", "content": text, "id": options.get("response_id") or str(uuid.uuid4())}
-        conversation.messages[:] = [*history, user, assistant]
+@dataclass
+class _Turn:
+    """One prompt to answer: the request, the conversation, and what to store with the reply."""
+
+    handler: _Handler
+    conversation: _Conversation
+    history: list[dict[str, str]]
+    user: dict[str, str]
+    options: Mapping[str, Any]
+    prompt: str
+
+    def save(self, text: str) -> None:
+        """Store the user message and the reply together (2.5: only after the stream, or a stop)."""
+        with self.handler.app._lock:
+            if self.conversation.deleted:
+                return
+            reply_id = self.options.get("response_id") or str(uuid.uuid4())
+            assistant = {"from": "assistant", "content": text, "id": reply_id}
+            self.conversation.messages[:] = [*self.history, self.user, assistant]
 
 
 class _Forward:
@@ -809,15 +805,12 @@ class _Forward:
 
     _HOP_BY_HOP = ("transfer-encoding", "connection", "content-length", "keep-alive", "date", "server")
 
-    def __init__(self, handler: _Handler, conversation: _Conversation, history: list[dict[str, str]],
-                 user: dict[str, str], options: Mapping[str, Any], prompt: str, payload: Mapping[str, Any]) -> None:
-        self.handler = handler
-        self.app = handler.app
-        self.conversation = conversation
-        self.history = history
-        self.user = user
-        self.options = options
-        self.body = _dumps({**payload, "inputs": prompt})
+    def __init__(self, turn: _Turn, payload: Mapping[str, Any]) -> None:
+        self.turn = turn
+        self.handler = turn.handler
+        self.app = turn.handler.app
+        self.conversation = turn.conversation
+        self.body = _dumps({**payload, "inputs": turn.prompt})
 
     def run(self) -> None:
         app, conversation, handler = self.app, self.conversation, self.handler
@@ -863,7 +856,7 @@ class _Forward:
             if conversation.wake.is_set() or self.app._stopping.is_set():
                 handler.close_connection = True  # cut without the terminating chunk
                 if conversation.stopped:
-                    _save(self.app, conversation, self.history, self.user, self.options, "".join(parts))
+                    self.turn.save("".join(parts))
                 return
             if data is None:
                 handler.close_connection = True
@@ -883,7 +876,7 @@ class _Forward:
                     if obj.get("generated_text") is not None:
                         final = obj["generated_text"]
         if upstream.status == 200 and final is not None:
-            _save(self.app, conversation, self.history, self.user, self.options, final)
+            self.turn.save(final)
         handler.wfile.write(b"0\r\n\r\n")
 
 
