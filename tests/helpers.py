@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import responses
@@ -90,6 +90,32 @@ def add_stop(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> Non
 def add_delete(mock: responses.RequestsMock, cid: str = CID, **kwargs: Any) -> None:
     kwargs.setdefault("body", b"")
     mock.add(responses.DELETE, f"{BASE}/conversation/{cid}", **kwargs)
+
+
+def add_cut_short(mock: responses.RequestsMock, chunks: Iterable[bytes | BaseException]) -> None:
+    """The flow of a reply cut short: settings, create, prompt, then stop-generating and delete."""
+    add_settings(mock)
+    add_create(mock)
+    add_prompt(mock, chunks)
+    add_stop(mock)
+    add_delete(mock)
+
+
+def numbered_server(rest: str = " is here.") -> Iterator[Any]:
+    """A local server whose Nth reply is "Answer number N" + ``rest``; ``.prompts`` holds the model
+    prompts it was given, and no conversation may be left alive at the end."""
+    from h2o_sdk.testing import serve
+
+    prompts: list[str] = []
+
+    def reply(prompt: str) -> str:
+        prompts.append(prompt)
+        return f"Answer number {len(prompts)}{rest}"
+
+    with serve(pace=0, reply=reply) as server:
+        server.prompts = prompts
+        yield server
+        assert server.live_conversations == 0
 
 
 def calls(mock: responses.RequestsMock) -> list[tuple[str, str]]:

@@ -11,20 +11,14 @@ import pexpect
 import pytest
 
 from h2o_sdk.cli import main
-from h2o_sdk.testing import ChatServer, default_reply, serve
+from h2o_sdk.testing import ChatServer, default_reply
+
+from .helpers import numbered_server
 
 
 @pytest.fixture
 def server() -> Iterator[ChatServer]:
-    answers: list[str] = []
-
-    def reply(prompt: str) -> str:
-        answers.append(prompt)
-        return f"Answer number {len(answers)} is here, one two three four."
-
-    with serve(pace=0, reply=reply) as s:
-        yield s
-        assert s.live_conversations == 0
+    yield from numbered_server(" is here, one two three four.")
 
 
 def test_json_prints_one_object_per_token_and_the_reply(server: ChatServer,

@@ -33,6 +33,7 @@ from .helpers import (
     CID,
     MODEL,
     add_create,
+    add_cut_short,
     add_delete,
     add_prompt,
     add_settings,
@@ -202,11 +203,7 @@ def test_break_mid_stream_stops_generation_then_deletes(mock: responses.Requests
 
 
 def test_close_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, reply_events(WORDS))
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, reply_events(WORDS))
     stream = client.stream("Hi")
     assert next(stream) == "Hello"
     stream.close()
@@ -216,11 +213,7 @@ def test_close_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
 
 
 def test_exception_in_the_callers_loop(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, reply_events(WORDS))
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, reply_events(WORDS))
     with pytest.raises(ZeroDivisionError), client.stream("Hi") as stream:
         for _ in stream:
             1 / 0  # noqa: B018
@@ -228,11 +221,7 @@ def test_exception_in_the_callers_loop(mock: responses.RequestsMock, client: Cli
 
 
 def test_keyboard_interrupt_in_the_loop(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, reply_events(WORDS))
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, reply_events(WORDS))
     with pytest.raises(KeyboardInterrupt), client.stream("Hi") as stream:
         for _ in stream:
             raise KeyboardInterrupt
@@ -260,11 +249,7 @@ def test_in_band_error_deletes_without_stop(mock: responses.RequestsMock, client
 
 
 def test_connection_cut_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, [*reply_events(WORDS)[:3], http.client.IncompleteRead(b"")])
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, [*reply_events(WORDS)[:3], http.client.IncompleteRead(b"")])
     with pytest.raises(IncompleteStreamError) as info:
         client.chat("Hi")
     assert info.value.text == "".join(WORDS[:3])
@@ -273,22 +258,14 @@ def test_connection_cut_mid_stream(mock: responses.RequestsMock, client: Client)
 
 
 def test_clean_end_without_last_event(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, reply_events(WORDS)[:2])
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, reply_events(WORDS)[:2])
     with pytest.raises(IncompleteStreamError):
         client.chat("Hi")
     assert calls(mock) == [*FLOW, STOP, DELETE]
 
 
 def test_idle_timeout_mid_stream(mock: responses.RequestsMock, client: Client) -> None:
-    add_settings(mock)
-    add_create(mock)
-    add_prompt(mock, [reply_events(WORDS)[0], TimeoutError("timed out")])
-    add_stop(mock)
-    add_delete(mock)
+    add_cut_short(mock, [reply_events(WORDS)[0], TimeoutError("timed out")])
     stream = client.stream("Hi")
     with pytest.raises(APITimeoutError) as info:
         list(stream)

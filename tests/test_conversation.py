@@ -7,23 +7,15 @@ from collections.abc import Iterator
 import pytest
 
 from h2o_sdk import AsyncClient, Client, Conversation, GenerationError, IncompleteStreamError, UnprocessableEntityError
-from h2o_sdk.testing import ChatServer, Fault, serve
+from h2o_sdk.testing import ChatServer, Fault
 
+from .helpers import numbered_server
 from .test_live import steps
 
 
 @pytest.fixture
 def server() -> Iterator[ChatServer]:
-    prompts: list[str] = []
-
-    def reply(prompt: str) -> str:
-        prompts.append(prompt)
-        return f"Answer number {len(prompts)} is here."
-
-    with serve(pace=0, reply=reply) as s:
-        s.prompts = prompts  # type: ignore[attr-defined]
-        yield s
-        assert s.live_conversations == 0
+    yield from numbered_server()
 
 
 @pytest.fixture

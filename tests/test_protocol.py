@@ -99,3 +99,9 @@ def test_parse_event_error_event() -> None:
     with pytest.raises(GenerationError) as info:
         parse_event('{"error":"Model is overloaded","error_type":"overloaded"}')
     assert info.value.error_type == "overloaded" and str(info.value) == "Model is overloaded"
+
+
+def test_token_from_dict_ignores_unknown_keys() -> None:
+    raw = {"id": 7, "text": "a", "logprob": -1.5, "special": True, "new": 1}
+    assert Token.from_dict(raw) == Token(7, "a", -1.5, True)
+    assert Token.from_dict({"id": 7, "text": "b"}) == Token(7, "b", None, False)
