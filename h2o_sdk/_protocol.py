@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from ._exceptions import GenerationError, ProtocolError
 from ._types import Token
@@ -33,11 +34,12 @@ Messages = str | Sequence[Mapping[str, str]]
 
 
 def conversation_path(conversation_id: str) -> str:
-    return f"{CONVERSATION_PATH}/{conversation_id}"
+    # The id is the server's: quoted, so that it stays one path segment whatever it holds.
+    return f"{CONVERSATION_PATH}/{quote(conversation_id, safe='')}"
 
 
 def stop_generating_path(conversation_id: str) -> str:
-    return f"{CONVERSATION_PATH}/{conversation_id}/stop-generating"
+    return conversation_path(conversation_id) + "/stop-generating"
 
 
 def settings_form(model: str) -> dict[str, str]:

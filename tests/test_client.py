@@ -400,6 +400,8 @@ def test_caller_list_is_not_modified(mock: responses.RequestsMock, client: Clien
         ({"session": object()}, TypeError),
         ({"headers": [("a", "b")]}, TypeError),
         ({"model": ""}, ValueError),
+        ({"headers": {"X-Team": "a\r\nX-Evil: 1"}}, ValueError),
+        ({"base_url": "http://chat test"}, ValueError),
     ],
 )
 def test_constructor_misuse(kwargs: dict[str, Any], error: type[Exception]) -> None:
@@ -439,6 +441,54 @@ def test_callers_session_proxy_headers_and_timeouts_apply_to_every_request(mock:
     assert session.seen[3]["timeout"][1] <= 5  # cleanup is bounded
     session.get_adapter(BASE)  # the caller's session is still open and usable
     session.close()
+
+
+def _wire(request: requests.PreparedRequest) -> dict[str, Any]:
+    """What goes on the wire, without the per-call random message ids."""
+    body: Any = request.body
+    if request.headers.get("Content-Type") == "application/json":
+        body = json.loads(body)
+        body.get("options", {}).pop("id", None)
+        body.get("options", {}).pop("response_id", None)
+    return {"method": request.method, "url": request.url, "headers": dict(request.headers), "body": body}
+
+
+def test_own_session_sends_what_requests_would_prepare(mock: responses.RequestsMock,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client's own session skips Session.prepare_request: the bytes must not change.
+    monkeypatch.setenv("NO_PROXY", "*")
+    sent = []
+    for session in (None, requests.Session()):
+        happy(mock)
+        with Client(BASE, session=session, headers={"X-Team": "a"}) as client:
+            client.chat("Hi", temperature=0.2)
+        sent.append([_wire(call.request) for call in mock.calls])
+        mock.calls.reset()
+        if session is not None:
+            session.close()
+    assert len(sent[0]) == 4 and sent[0] == sent[1]
+
+
+def test_redirects_are_followed_with_the_session_cookie(mock: responses.RequestsMock, client: Client) -> None:
+    add_settings(mock)
+    mock.add(responses.POST, BASE + "/conversation", status=307, headers={"Location": BASE + "/v2/conversation"})
+    mock.add(responses.POST, BASE + "/v2/conversation", json={"conversationId": CID},
+             match=[matchers.header_matcher({"Cookie": "hf-chat=abc"}), matchers.json_params_matcher({"model": MODEL})])
+    add_prompt(mock, reply_events(WORDS))
+    add_delete(mock)
+    assert client.chat("Hi").text == TEXT
+
+
+def test_netrc_credentials_are_sent(mock: responses.RequestsMock, tmp_path: Any,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine chat.test login ann password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    happy(mock)
+    with Client(BASE) as client:
+        client.chat("Hi")
+    assert [call.request.headers.get("Authorization") for call in mock.calls] == ["Basic YW5uOnMzY3JldA=="] * 4
 
 
 def test_cookies_are_never_logged(mock: responses.RequestsMock, client: Client,
