@@ -222,6 +222,10 @@ class _Loop:
         self._lock = threading.Lock()
         self._ready: list[Callable[[], object]] = []
 
+    def event(self) -> anyio.Event:
+        """A new event of this loop's backend (``anyio.Event()`` looks the backend up each time)."""
+        return self._backend.create_event()
+
     def call_soon(self, func: Callable[[], object]) -> None:
         """Run ``func`` in the event loop thread soon (from any thread)."""
         with self._lock:
@@ -407,7 +411,7 @@ class _Feed:
                 return batch
             if self.done:
                 return None
-            self._waiter = waiter = anyio.Event()
+            self._waiter = waiter = self._loop.event()
             return waiter
 
     def wait_done(self) -> anyio.Event | None:
@@ -415,7 +419,7 @@ class _Feed:
         with self._cond:
             if self.done:
                 return None
-            self._waiter = waiter = anyio.Event()
+            self._waiter = waiter = self._loop.event()
             return waiter
 
     def abort(self) -> None:
