@@ -177,14 +177,14 @@ class Client(Resource):
             A :class:`Stream`; nothing is sent until it is iterated.
 
         Raises:
-            TypeError, ValueError: Bad messages or model, before any request.
+            TypeError, ValueError: Bad messages, model or parameters, before any request.
         """
-        inputs = _protocol.format_prompt(messages)
+        payload = _protocol.prompt_payload(_protocol.format_prompt(messages), parameters)
         model = _check_model(model) if model is not None else self.model
         if self._closed:
             raise ValueError("this Client is closed")
         return Stream(
-            lambda: self._open_exchange(model, inputs, parameters),
+            lambda: self._open_exchange(model, payload),
             max_event_size=self.max_event_size,
             keep_tokens=keep_tokens,
         )
@@ -231,10 +231,9 @@ class Client(Resource):
 
     # -- the lifecycle ----------------------------------------------------
 
-    def _open_exchange(self, model: str, inputs: str, parameters: Mapping[str, Any]) -> _ChatExchange:
+    def _open_exchange(self, model: str, payload: Mapping[str, Any]) -> _ChatExchange:
         """A one-shot prompt: a new conversation, deleted when the reply ends."""
-        conversation_id = self._create_conversation(model)
-        return self._send_prompt(conversation_id, _protocol.prompt_payload(inputs, parameters), delete=True)
+        return self._send_prompt(self._create_conversation(model), payload, delete=True)
 
     def _create_conversation(self, model: str) -> str:
         self._accept_settings()

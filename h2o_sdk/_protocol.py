@@ -89,10 +89,21 @@ def prompt_payload(
         parameters: Caller parameters, merged over :data:`DEFAULT_PARAMETERS`.
         message_id: The user message id (``options.id``); a new UUID4 if omitted.
         is_retry: Regenerate the reply to ``message_id``.
+
+    Raises:
+        TypeError, ValueError: A parameter is not a JSON value (NaN and
+            infinities included, which JSON cannot carry).
     """
+    merged = {**DEFAULT_PARAMETERS, **parameters}
+    try:
+        json.dumps(merged, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"generation parameters must be JSON values: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"generation parameters must be JSON values: {exc}") from None
     return {
         "inputs": inputs,
-        "parameters": {**DEFAULT_PARAMETERS, **parameters},
+        "parameters": merged,
         "stream": True,
         "options": {
             "id": message_id or str(uuid.uuid4()),

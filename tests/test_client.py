@@ -377,6 +377,12 @@ def test_bad_messages_send_nothing(mock: responses.RequestsMock, client: Client)
         client.chat([{"role": "user", "content": None}])  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="model"):
         client.stream("Hi", model=" ")
+    with pytest.raises(ValueError, match="JSON values"):
+        client.stream("Hi", temperature=float("nan"))
+    with pytest.raises(TypeError, match="JSON values"):
+        client.chat("Hi", seed=object())
+    with client.conversation(stop=[b"User:"]) as conversation, pytest.raises(TypeError, match="JSON values"):
+        conversation.stream("Hi")
     assert calls(mock) == []
 
 
