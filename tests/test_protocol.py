@@ -101,6 +101,27 @@ def test_parse_event_error_event() -> None:
     assert info.value.error_type == "overloaded" and str(info.value) == "Model is overloaded"
 
 
+@pytest.mark.parametrize("data", [
+    "not json", "[1, 2]", '"text"', "null", '{"token": null}', '{"nothing": 1}', '{"token": [1]}',
+    '{"token": {"text": "a"}}', '{"token": {"id": 1}}', '{"token": {"id": "1", "text": "a"}}',
+    '{"token": {"id": 1, "text": 5}}', '{"token": {"id": 1, "text": "a"}} {"token": 2}', "",
+])
+def test_parse_event_refuses_what_is_not_a_tgi_event(data: str) -> None:
+    with pytest.raises(ProtocolError):
+        parse_event(data)
+
+
+@pytest.mark.parametrize("data", [' {"token": {"id": 1, "text": "a"}}', '{"token": {"id": 1, "text": "a"}} \n'])
+def test_parse_event_allows_surrounding_whitespace(data: str) -> None:
+    assert parse_event(data) == (Token(1, "a"), None)
+
+
+def test_parse_event_error_type_that_is_not_a_string() -> None:
+    with pytest.raises(GenerationError) as info:
+        parse_event('{"error": "boom", "error_type": 3}')
+    assert info.value.error_type is None
+
+
 def test_token_from_dict_ignores_unknown_keys() -> None:
     raw = {"id": 7, "text": "a", "logprob": -1.5, "special": True, "new": 1}
     assert Token.from_dict(raw) == Token(7, "a", -1.5, True)
