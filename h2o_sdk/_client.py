@@ -562,7 +562,7 @@ def _check_base_url(base_url: object) -> str:
     return base_url.rstrip("/")
 
 
-def _prepared_base(base_url: str, headers: Mapping[str, str | bytes]) -> tuple[str, dict[str, str]]:
+def _prepared_base(base_url: str, headers: Mapping[str, str | bytes | None]) -> tuple[str, dict[str, str]]:
     """``base_url`` and ``headers`` as requests would send them, checked once.
 
     Raises:
@@ -571,7 +571,8 @@ def _prepared_base(base_url: str, headers: Mapping[str, str | bytes]) -> tuple[s
     prepared = requests.PreparedRequest()
     try:
         prepared.prepare_url(base_url + "/", None)
-        prepared.prepare_headers(headers)
+        # None removes a header, as in requests' own merging.
+        prepared.prepare_headers({name: value for name, value in headers.items() if value is not None})
     except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL) as exc:
         raise ValueError(str(exc)) from exc
     assert prepared.url is not None and prepared.url.endswith("/")

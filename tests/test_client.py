@@ -466,13 +466,14 @@ def test_own_session_sends_what_requests_would_prepare(mock: responses.RequestsM
     sent = []
     for session in (None, requests.Session()):
         happy(mock)
-        with Client(BASE, session=session, headers={"X-Team": "a"}) as client:
+        with Client(BASE, session=session, headers={"X-Team": "a", "Accept-Encoding": None}) as client:  # type: ignore[dict-item]
             client.chat("Hi", temperature=0.2)
         sent.append([_wire(call.request) for call in mock.calls])
         mock.calls.reset()
         if session is not None:
             session.close()
     assert len(sent[0]) == 4 and sent[0] == sent[1]
+    assert "Accept-Encoding" not in sent[0][0]["headers"]  # None removes a header, as in requests
 
 
 def test_redirects_are_followed_with_the_session_cookie(mock: responses.RequestsMock, client: Client) -> None:
