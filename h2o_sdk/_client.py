@@ -435,18 +435,22 @@ class Client(Resource):
         prepared.headers = requests.structures.CaseInsensitiveDict(base_headers)
         if headers:
             prepared.headers.update(headers)
-        if json_body is not None:
-            prepared.body = json.dumps(json_body, allow_nan=False).encode()
-            prepared.headers["Content-Type"] = "application/json"
-        elif form is not None:
-            prepared.body = urlencode(form)
-            prepared.headers["Content-Type"] = "application/x-www-form-urlencoded"
-        prepared.prepare_content_length(prepared.body)
+        # In PreparedRequest.prepare's order, so the headers go out in the same order.
         # Session.send follows redirects with this jar (a merged copy in requests).
         prepared._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
         cookie = requests.cookies.get_cookie_header(self._session.cookies, prepared)  # type: ignore[no-untyped-call]
         if cookie is not None:
             prepared.headers["Cookie"] = cookie
+        content_type = None
+        if json_body is not None:
+            prepared.body = json.dumps(json_body, allow_nan=False).encode()
+            content_type = "application/json"
+        elif form is not None:
+            prepared.body = urlencode(form)
+            content_type = "application/x-www-form-urlencoded"
+        prepared.prepare_content_length(prepared.body)
+        if content_type is not None:
+            prepared.headers["Content-Type"] = content_type
         if self._session.auth is not None:
             prepared.prepare_auth(self._session.auth)
         prepared.prepare_hooks(self._session.hooks)

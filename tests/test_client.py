@@ -456,7 +456,7 @@ def _wire(request: requests.PreparedRequest) -> dict[str, Any]:
         body = json.loads(body)
         body.get("options", {}).pop("id", None)
         body.get("options", {}).pop("response_id", None)
-    return {"method": request.method, "url": request.url, "headers": dict(request.headers), "body": body}
+    return {"method": request.method, "url": request.url, "headers": list(request.headers.items()), "body": body}
 
 
 def test_own_session_sends_what_requests_would_prepare(mock: responses.RequestsMock,
@@ -473,7 +473,7 @@ def test_own_session_sends_what_requests_would_prepare(mock: responses.RequestsM
         if session is not None:
             session.close()
     assert len(sent[0]) == 4 and sent[0] == sent[1]
-    assert "Accept-Encoding" not in sent[0][0]["headers"]  # None removes a header, as in requests
+    assert "Accept-Encoding" not in dict(sent[0][0]["headers"])  # None removes a header, as in requests
 
 
 def test_redirects_are_followed_with_the_session_cookie(mock: responses.RequestsMock, client: Client) -> None:
