@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
 
+# Worker threads per event loop that start reader threads (see AsyncStream._start).
+_STARTERS = 4
+
 
 class ClientOptions(TypedDict, total=False):
     """The keyword arguments :class:`Client` takes."""
@@ -209,13 +212,15 @@ async def _finish(stream: AsyncStream) -> Reply:
 class _Loop:
     """What the streams of one client share in one event loop.
 
-    ``limiter`` bounds the reader threads. ``wake`` sets events from reader
-    threads with one event-loop callback for everything that became ready
-    since the loop last ran it, instead of one per token per stream.
+    ``limiter`` bounds the reader threads; ``starters`` bounds the anyio worker
+    threads that start them. ``call_soon`` sets events from reader threads
+    with one event-loop callback for everything that became ready since the
+    loop last ran it, instead of one per token per stream.
     """
 
     def __init__(self, token: anyio.lowlevel.EventLoopToken, max_concurrency: int) -> None:
         self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.starters = anyio.CapacityLimiter(_STARTERS)
         self._backend = token.backend_class
         # Weak: the client keeps this per loop in a WeakKeyDictionary keyed by the loop.
         self._native = weakref.ref(token.native_token)
@@ -349,7 +354,13 @@ class AsyncStream(AsyncResource):
         feed = _Feed(self._stream, self._client.buffer_size, loop)
         await loop.limiter.acquire_on_behalf_of(feed)
         self._feed = feed
-        feed.start()
+        # Thread.start() returns once the new thread runs, and with hundreds of
+        # streams taking the GIL that takes milliseconds: started in the loop, a
+        # burst of 1,000 streams froze it for seconds. A worker waits instead; the
+        # shield makes sure the thread exists (and so can be shut) before a
+        # cancellation lands.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(feed.start, limiter=loop.starters)
         return feed
 
     async def _shut(self, feed: _Feed) -> None:
@@ -432,6 +443,8 @@ class _Feed:
 
     def _run(self) -> None:
         try:
+            if self._aborted:
+                return  # shut before the thread ran: send nothing (finally closes the stream)
             for token in self._stream.tokens():
                 with self._cond:
                     while len(self._buffer) >= self._capacity and not self._aborted:

@@ -7,12 +7,13 @@ import gc
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
 
 import h2o_sdk
-from h2o_sdk import AsyncClient, GenerationError, H2o, IncompleteStreamError, UnprocessableEntityError
+from h2o_sdk import AsyncClient, GenerationError, H2o, IncompleteStreamError, UnprocessableEntityError, _async_client
 from h2o_sdk.testing import ChatServer, Fault, serve
 
 from .test_live import REPLY, WORDS, steps
@@ -152,6 +153,58 @@ async def test_max_concurrency_limits_reader_threads(server: ChatServer) -> None
             for _ in range(6):
                 group.start_soon(run)
     assert results == [REPLY] * 6 and 1 <= most <= 2
+
+
+async def test_reader_threads_are_not_started_in_the_event_loop_thread(
+    server: ChatServer, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thread.start() waits until the new thread runs: under load, milliseconds per stream.
+    starters: list[int] = []
+    start = _async_client._Feed.start
+
+    def recording_start(feed: _async_client._Feed) -> None:
+        starters.append(threading.get_ident())
+        start(feed)
+
+    monkeypatch.setattr(_async_client._Feed, "start", recording_start)
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(client.chat, "Hi")
+    assert len(starters) == 5 and threading.get_ident() not in starters
+
+
+async def test_cancelled_before_the_first_token(server: ChatServer, client: AsyncClient) -> None:
+    # Cancellation lands while the slot is taken, the thread starts, or the requests go out.
+    for delay in (0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032):
+        server.inject(Fault(stall=30, stall_after=0))  # silent until cancelled
+        stream = client.stream("Hi")
+        with anyio.move_on_after(delay):
+            await stream.__anext__()
+            pytest.fail("the server sends nothing")
+    del stream
+    for _ in range(200):
+        if server.live_conversations == 0 and not reader_threads():
+            break
+        await anyio.sleep(0.01)
+    assert server.live_conversations == 0 and not reader_threads()
+
+
+def test_a_feed_shut_before_its_thread_runs_sends_nothing() -> None:
+    opened: list[str] = []
+
+    def open_exchange() -> Any:
+        opened.append("request")
+        raise AssertionError("nothing may be sent")
+
+    class Loop:
+        def call_soon(self, func: Any) -> None:
+            pass
+
+    feed = _async_client._Feed(h2o_sdk.Stream(open_exchange), 4, Loop())  # type: ignore[arg-type]
+    feed.abort()
+    feed.start()
+    feed.join()
+    assert feed.done and feed.error is None and opened == []
 
 
 async def test_an_abandoned_stream_cleans_up_by_itself(server: ChatServer, client: AsyncClient) -> None:
