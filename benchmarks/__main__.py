@@ -230,11 +230,31 @@ def per_chat(report: Report, chats: int, runs: int) -> None:
                f"{walls['bare'] / chats * 1e3:.2f} ms ({walls['seed'] / walls['bare']:.1f}x faster)")
 
 
+TICK = 0.005
+
+
 async def _ticker(lags: list[float], stop: anyio.Event) -> None:
     while not stop.is_set():
         start = time.perf_counter()
-        await anyio.sleep(0.005)
-        lags.append((time.perf_counter() - start - 0.005) * 1e3)
+        await anyio.sleep(TICK)
+        lags.append((time.perf_counter() - start - TICK) * 1e3)
+
+
+def _lag_p99(lags: list[float]) -> float:
+    """The lag the loop stays under 99% of the time.
+
+    Each sample is weighted by the time it covers (the tick plus its lateness):
+    a loop frozen for a second swallowed about 200 ticks and weighs as much,
+    where a plain percentile would count it once among thousands.
+    """
+    ordered = sorted(lags)
+    total = sum(TICK * 1e3 + lag for lag in ordered)
+    covered = 0.0
+    for lag in ordered:
+        covered += TICK * 1e3 + lag
+        if covered >= total * 0.99:
+            return lag
+    return float("nan")
 
 
 async def _streams(url: str, kind: str, count: int, lags: list[float]) -> int:
@@ -290,7 +310,7 @@ def _threads(url: str, count: int) -> int:
 def concurrent(report: Report, counts: list[int], tokens: int, pace: float, runs: int) -> None:
     print(f"4. AsyncClient: concurrent streams of {tokens} tokens at {1 / pace:.0f} tokens/s", flush=True)
     for count in counts:
-        results: dict[str, tuple[float, int, float]] = {}
+        results: dict[str, tuple[float, int, float, float]] = {}
         with fake_server(tokens, pace) as url:
             # Taking turns, best of ``runs`` each: neither side pays alone for a cold start.
             for kind in ("async", "aiohttp", "threads") * runs:
@@ -298,17 +318,18 @@ def concurrent(report: Report, counts: list[int], tokens: int, pace: float, runs
                 way = _threads if kind == "threads" else functools.partial(_run_streams, kind=kind, lags=lags)
                 _, cpu, delivered = measure(functools.partial(way, url, count))
                 if kind not in results or cpu < results[kind][0]:
-                    results[kind] = (cpu, delivered, _pct(lags, 99))
-        (cpu, delivered, lag), (base_cpu, base_delivered, base_lag) = results["async"], results["aiohttp"]
+                    results[kind] = (cpu, delivered, _lag_p99(lags), max(lags, default=float("nan")))
+        (cpu, delivered, lag, most), (base_cpu, base_delivered, base_lag, base_most) = (results["async"],
+                                                                                        results["aiohttp"])
         ratio = cpu / base_cpu
         report.add(f"{count} streams: tokens delivered", f"{delivered} of {count * tokens}", "all",
                    delivered == count * tokens)
         report.add(f"{count} streams: client CPU per token, AsyncClient vs aiohttp",
                    f"{cpu / max(delivered, 1) * 1e6:.0f} vs {base_cpu / max(base_delivered, 1) * 1e6:.0f} µs "
                    f"({ratio:.2f}x)", "<= 1.5x", ratio <= 1.5)
-        report.add(f"{count} streams: event-loop lag p99, AsyncClient vs aiohttp", f"{lag:.1f} vs {base_lag:.1f} ms",
-                   "< 10 ms", lag < 10)
-        thread_cpu, thread_delivered, _ = results["threads"]
+        report.add(f"{count} streams: event-loop lag p99 (time-weighted) / max, AsyncClient vs aiohttp",
+                   f"{lag:.1f} / {most:.1f} vs {base_lag:.1f} / {base_most:.1f} ms", "p99 < 10 ms", lag < 10)
+        thread_cpu, thread_delivered, _, _ = results["threads"]
         report.add(f"{count} streams: client CPU per token, plain threads with the blocking Client (no event loop)",
                    f"{thread_cpu / max(thread_delivered, 1) * 1e6:.0f} µs ({thread_cpu / base_cpu:.2f}x aiohttp)")
 
