@@ -334,6 +334,37 @@ def concurrent(report: Report, counts: list[int], tokens: int, pace: float, runs
                    f"{thread_cpu / max(thread_delivered, 1) * 1e6:.0f} µs ({thread_cpu / base_cpu:.2f}x aiohttp)")
 
 
+def split(report: Report, count: int, sizes: tuple[int, int], seconds: float, runs: int) -> None:
+    """Each way's CPU split into a cost per stream and a cost per token.
+
+    ``count`` streams of a short and of a long reply, each lasting ``seconds``; the
+    line through the two points gives the CPU a stream costs whatever its length
+    (requests, threads, tasks) and the CPU each further token costs.
+    """
+    short, long = sizes
+    print(f"4b. {count} streams of {short} and of {long} tokens over {seconds:.0f} s: CPU per stream and per token",
+          flush=True)
+    cpu: dict[tuple[str, int], float] = {}
+    for tokens in sizes:
+        with fake_server(tokens, seconds / tokens) as url:
+            for kind in ("async", "aiohttp", "threads") * runs:
+                way = _threads if kind == "threads" else functools.partial(_run_streams, kind=kind, lags=[])
+                _, used, delivered = measure(functools.partial(way, url, count))
+                if delivered != count * tokens:
+                    raise SystemExit(f"{kind}: {delivered} of {count * tokens} tokens delivered")
+                cpu[kind, tokens] = min(used / count, cpu.get((kind, tokens), float("inf")))
+    costs = {}
+    for kind in ("async", "aiohttp", "threads"):
+        per_token = (cpu[kind, long] - cpu[kind, short]) / (long - short)
+        costs[kind] = (cpu[kind, short] - short * per_token, per_token)
+    (base_stream, base_token) = costs["aiohttp"]
+    for kind, name in (("async", "AsyncClient"), ("threads", "plain threads (blocking Client)")):
+        stream, token = costs[kind]
+        report.add(f"{count} streams, CPU per stream / per token: {name} vs aiohttp",
+                   f"{stream * 1e3:.2f} ms / {token * 1e6:.0f} µs vs {base_stream * 1e3:.2f} ms / "
+                   f"{base_token * 1e6:.0f} µs ({stream / base_stream:.2f}x / {token / base_token:.2f}x)")
+
+
 def cancellation(report: Report, runs: int) -> None:
     print(f"5. cancelling a silent stream ({runs} times)", flush=True)
     times: list[float] = []
@@ -400,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="burst latency per_chat concurrent cancellation memory import")
+                        help="burst latency per_chat concurrent split cancellation memory import")
     parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
     options = parser.parse_args(argv)
     quick = options.quick
@@ -411,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         "per_chat": lambda: per_chat(report, 10 if quick else 100, 1 if quick else 3),
         "concurrent": lambda: concurrent(report, [1, 10] if quick else [1, 100, 1000], 10 if quick else 40,
                                          0.05, 1 if quick else 2),
+        "split": lambda: split(report, 10 if quick else 100, (5, 20) if quick else (10, 200), 1 if quick else 2,
+                               1 if quick else 2),
         "cancellation": lambda: cancellation(report, 3 if quick else 20),
         "memory": lambda: memory(report, 20_000 if quick else 1_000_000),
         "import": lambda: import_time(report, 2 if quick else 7),
