@@ -92,40 +92,45 @@ def best(runs: int, fn: Callable[[], int]) -> tuple[float, float, int]:
 # -- the ways of reading a stream ------------------------------------------------------
 
 
-def floor_chat(url: str) -> int:
-    """The smallest hand-written loop: requests, iter_lines and json.loads."""
+def _read_lines(response: requests.Response) -> int:
+    """The floor's reading: iter_lines and json.loads of each ``data:`` line."""
+    count = 0
+    for line in response.iter_lines():
+        if line.startswith(b"data:"):
+            json.loads(line[5:])
+            count += 1
+    return count
+
+
+def _read_sse(response: requests.Response) -> int:
+    """The design's parser: requests' chunks through sseclient-py, then json.loads."""
+    count = 0
+    for event in SSEClient(response.iter_content(chunk_size=None)).events():
+        json.loads(event.data)
+        count += 1
+    return count
+
+
+def floor_turn(session: requests.Session, url: str, read: Callable[[requests.Response], int] = _read_lines) -> int:
+    """One chat on a session that has accepted the settings: create, prompt, delete."""
+    cid = session.post(url + "/conversation", json={"model": MODEL}).json()["conversationId"]
+    with session.post(f"{url}/conversation/{cid}", json={"inputs": "Hi", "parameters": {}, "stream": True,
+                                                         "options": {}}, stream=True) as response:
+        count = read(response)
+    session.delete(f"{url}/conversation/{cid}")
+    return count
+
+
+def floor_chat(url: str, read: Callable[[requests.Response], int] = _read_lines) -> int:
+    """The smallest hand-written loop: requests, iter_lines and json.loads (no SDK)."""
     with requests.Session() as session:
         session.post(url + "/settings", data={"ethicsModalAccepted": "true"}, headers={"Referer": url + "/"})
-        return floor_turn(session, url)
+        return floor_turn(session, url, read)
 
 
 def sse_floor_chat(url: str) -> int:
     """The floor with the design's parser: requests' chunks through sseclient-py, and json.loads."""
-    with requests.Session() as session:
-        session.post(url + "/settings", data={"ethicsModalAccepted": "true"}, headers={"Referer": url + "/"})
-        cid = session.post(url + "/conversation", json={"model": MODEL}).json()["conversationId"]
-        count = 0
-        with session.post(f"{url}/conversation/{cid}", json={"inputs": "Hi", "parameters": {}, "stream": True,
-                                                             "options": {}}, stream=True) as response:
-            for event in SSEClient(response.iter_content(chunk_size=None)).events():
-                json.loads(event.data)
-                count += 1
-        session.delete(f"{url}/conversation/{cid}")
-    return count
-
-
-def floor_turn(session: requests.Session, url: str) -> int:
-    """One chat on a session that has accepted the settings: create, prompt, delete."""
-    cid = session.post(url + "/conversation", json={"model": MODEL}).json()["conversationId"]
-    count = 0
-    with session.post(f"{url}/conversation/{cid}", json={"inputs": "Hi", "parameters": {}, "stream": True,
-                                                         "options": {}}, stream=True) as response:
-        for line in response.iter_lines():
-            if line.startswith(b"data:"):
-                json.loads(line[5:])
-                count += 1
-    session.delete(f"{url}/conversation/{cid}")
-    return count
+    return floor_chat(url, _read_sse)
 
 
 def sdk_chat(url: str) -> int:
@@ -307,16 +312,23 @@ def _threads(url: str, count: int) -> int:
     return sum(delivered)
 
 
+KINDS = ("async", "aiohttp", "threads")
+
+
+def _concurrent_way(kind: str, lags: list[float]) -> Callable[[str, int], int]:
+    """How ``kind`` reads ``count`` concurrent streams from ``url``."""
+    return _threads if kind == "threads" else functools.partial(_run_streams, kind=kind, lags=lags)
+
+
 def concurrent(report: Report, counts: list[int], tokens: int, pace: float, runs: int) -> None:
     print(f"4. AsyncClient: concurrent streams of {tokens} tokens at {1 / pace:.0f} tokens/s", flush=True)
     for count in counts:
         results: dict[str, tuple[float, int, float, float]] = {}
         with fake_server(tokens, pace) as url:
             # Taking turns, best of ``runs`` each: neither side pays alone for a cold start.
-            for kind in ("async", "aiohttp", "threads") * runs:
+            for kind in KINDS * runs:
                 lags: list[float] = []
-                way = _threads if kind == "threads" else functools.partial(_run_streams, kind=kind, lags=lags)
-                _, cpu, delivered = measure(functools.partial(way, url, count))
+                _, cpu, delivered = measure(functools.partial(_concurrent_way(kind, lags), url, count))
                 if kind not in results or cpu < results[kind][0]:
                     results[kind] = (cpu, delivered, _lag_p99(lags), max(lags, default=float("nan")))
         (cpu, delivered, lag, most), (base_cpu, base_delivered, base_lag, base_most) = (results["async"],
@@ -347,14 +359,13 @@ def split(report: Report, count: int, sizes: tuple[int, int], seconds: float, ru
     cpu: dict[tuple[str, int], float] = {}
     for tokens in sizes:
         with fake_server(tokens, seconds / tokens) as url:
-            for kind in ("async", "aiohttp", "threads") * runs:
-                way = _threads if kind == "threads" else functools.partial(_run_streams, kind=kind, lags=[])
-                _, used, delivered = measure(functools.partial(way, url, count))
+            for kind in KINDS * runs:
+                _, used, delivered = measure(functools.partial(_concurrent_way(kind, []), url, count))
                 if delivered != count * tokens:
                     raise SystemExit(f"{kind}: {delivered} of {count * tokens} tokens delivered")
                 cpu[kind, tokens] = min(used / count, cpu.get((kind, tokens), float("inf")))
     costs = {}
-    for kind in ("async", "aiohttp", "threads"):
+    for kind in KINDS:
         per_token = (cpu[kind, long] - cpu[kind, short]) / (long - short)
         costs[kind] = (cpu[kind, short] - short * per_token, per_token)
     (base_stream, base_token) = costs["aiohttp"]

@@ -149,8 +149,9 @@ class Client(Resource):
             session.trust_env = False
         self._session = session
         self._verify = verify
-        # What Session.prepare_request would merge on every request, merged once.
-        # Only for a session this client made: nobody else changes its settings.
+        # What Session.prepare_request would merge on every request, merged and
+        # checked once. Checked for any session; kept only for a session this
+        # client made, whose settings nobody else changes.
         prepared_base = _prepared_base(self.base_url, {**session.headers, **self._headers, **_JSON_ACCEPT})
         self._prepared_base = prepared_base if self._owns_session else None
         self._settings_lock = threading.Lock()
