@@ -11,22 +11,28 @@ import http.client
 import importlib.util
 import json
 import logging
+import os
 import random
 import socket
+import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import requests
 import requests.adapters
 import requests.cookies
 import requests.structures
 import requests.utils
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
+import urllib3.util.ssl_
 
-from . import _protocol
+from . import _lifecycle, _protocol
 from ._conversation import Conversation, finish
 from ._exceptions import (
     APIConnectionError,
@@ -37,6 +43,7 @@ from ._exceptions import (
     parse_retry_after,
     status_error,
 )
+from ._lifecycle import Abort, Turn
 from ._protocol import Messages
 from ._resource import Resource
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
@@ -50,7 +57,9 @@ logger = logging.getLogger("h2o_sdk")
 _READ_SIZE = 64 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_DRAIN = 64 * 1024
-_RETRY_STATUSES = frozenset({408, 429})
+# Statuses that say the server did nothing: retried for every request.
+_NOTHING_DONE = frozenset({408, 429, 503})
+_MAX_REDIRECTS = 5
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 _MAX_RETRY_AFTER = 60.0
@@ -58,8 +67,13 @@ _PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 _JSON_ACCEPT = {"Accept": "application/json"}
 _STREAM_ACCEPT = {"Accept": "text/event-stream, application/json"}
 
-# Indirection so tests can observe backoff without waiting.
-_sleep = time.sleep
+
+def _sleep(seconds: float, abort: Abort | None = None) -> bool:
+    """Wait before a retry; ``False`` if ``abort`` cut the wait short. Tests replace it."""
+    if abort is None:
+        time.sleep(seconds)
+        return True
+    return abort.sleep(seconds)
 
 
 class Client(Resource):
@@ -78,6 +92,10 @@ class Client(Resource):
     Thread contract: a client may be shared by threads; each :class:`Stream`
     belongs to one thread at a time.
 
+    Credentials in ``base_url`` (``https://ann:s3cret@host``) are taken out of
+    it and sent as HTTP Basic authentication to that service only; they never
+    appear in ``base_url``, a ``Referer``, an error message or a log.
+
     Args:
         base_url: The service's root URL.
         model: The model id used when a call names none.
@@ -87,9 +105,12 @@ class Client(Resource):
             and the idle read timeout, or a ``(connect, read)`` pair.
         max_retries: How often a failed request may be retried (0 disables).
         session: A ``requests.Session`` to use instead of a new one; the
-            client does not close it.
+            client does not close it, and its own settings (``verify``,
+            ``cert``, proxies, auth) apply unless given here.
         headers: Extra headers sent with every request.
-        verify: TLS verification, as ``requests`` takes it (bool or CA path).
+        verify: TLS verification, as ``requests`` takes it (bool, or the path
+            of a CA bundle or directory). ``None``: the environment's
+            (``REQUESTS_CA_BUNDLE``) or ``True``; with ``session=``, the session's.
         max_event_size: The largest stream event accepted, in bytes.
         max_connections: How many connections the client's own session keeps
             open for reuse (raise it for many concurrent streams; ignored
@@ -109,11 +130,11 @@ class Client(Resource):
         max_retries: int = 2,
         session: requests.Session | None = None,
         headers: Mapping[str, str] | None = None,
-        verify: bool | str = True,
+        verify: bool | str | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_connections: int = 10,
     ) -> None:
-        self.base_url = _check_base_url(base_url)
+        self.base_url, self._auth = _check_base_url(base_url)
         self.model = _check_model(model)
         self.timeout = Timeout.coerce(timeout)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -124,6 +145,8 @@ class Client(Resource):
         self.max_event_size = max_event_size
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError(f"session must be a requests.Session, not {type(session).__name__}")
+        if verify is not None and not isinstance(verify, (bool, str)):
+            raise TypeError(f"verify must be a bool or a CA bundle path, not {type(verify).__name__}")
         self._proxies = _check_proxy(proxy)
         self._headers = {"User-Agent": f"h2o-sdk/{__version__} python-requests/{requests.__version__}"}
         if headers is not None:
@@ -135,19 +158,20 @@ class Client(Resource):
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_connections)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
             # requests reads the environment (proxies, NO_PROXY, CA bundle, .netrc)
             # again on every request, which costs more than the request itself
             # here; read it once, for the one base URL this client talks to.
             found = session.merge_environment_settings(self.base_url, {}, None, verify, None)
             if self._proxies is None and found["proxies"]:
                 self._proxies = dict(found["proxies"])
-            verify = found["verify"] if found["verify"] is not None else verify
-            session.auth = requests.utils.get_netrc_auth(self.base_url)
+            verify = found["verify"] if found["verify"] is not None else True
+            adapter = _Adapter(_ssl_context(verify), pool_maxsize=max_connections)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.auth = self._auth or requests.utils.get_netrc_auth(self.base_url)
             session.trust_env = False
         self._session = session
+        # With the caller's session, verify goes out only when the caller gave it (11.12).
         self._verify = verify
         # What Session.prepare_request would merge on every request, merged and
         # checked once. Checked for any session; kept only for a session this
@@ -157,6 +181,9 @@ class Client(Resource):
         self._settings_lock = threading.Lock()
         self._settings_accepted = False
         self._closed = False
+        self._turns_lock = threading.Lock()
+        self._turns: set[Turn] = set()
+        self._conversations: weakref.WeakSet[Conversation] = weakref.WeakSet()
 
     # -- public API -------------------------------------------------------
 
@@ -171,24 +198,22 @@ class Client(Resource):
                 seed's ``format_prompt``.
             model: The model id; the client's ``model`` when omitted.
             keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
-            **parameters: Generation parameters (``temperature``, ``stop``,
+            **parameters: TGI generation parameters (``temperature``, ``stop``,
                 ``seed``, ``details`` ...), merged over the seed's defaults.
 
         Returns:
             A :class:`Stream`; nothing is sent until it is iterated.
 
         Raises:
-            TypeError, ValueError: Bad messages, model or parameters, before any request.
+            TypeError, ValueError: Bad messages, model or parameters (an
+                unknown parameter name is a ``TypeError`` naming the closest
+                valid one), or a closed client; before any request.
         """
         payload = _protocol.prompt_payload(_protocol.format_prompt(messages), parameters)
         model = _check_model(model) if model is not None else self.model
-        if self._closed:
-            raise ValueError("this Client is closed")
-        return Stream(
-            lambda: self._open_exchange(model, payload),
-            max_event_size=self.max_event_size,
-            keep_tokens=keep_tokens,
-        )
+        self.check_open()
+        turn = Turn(self, model=model, payload=payload)
+        return Stream(turn, max_event_size=self.max_event_size, keep_tokens=keep_tokens)
 
     def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> Conversation:
         """Start a multi-turn conversation kept on the server.
@@ -201,11 +226,16 @@ class Client(Resource):
         Returns:
             A :class:`Conversation` (a context manager); nothing is sent
             before its first turn.
+
+        Raises:
+            TypeError, ValueError: Bad model or parameters, or a closed client.
         """
-        if self._closed:
-            raise ValueError("this Client is closed")
+        self.check_open()
         model = _check_model(model) if model is not None else self.model
-        return Conversation(self, model=model, keep=keep, parameters=parameters)
+        _protocol.check_parameters(parameters)
+        conversation = Conversation(self, model=model, keep=keep, parameters=parameters)
+        self._conversations.add(conversation)
+        return conversation
 
     def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
@@ -221,44 +251,88 @@ class Client(Resource):
         return finish(self.stream(messages, model=model, keep_tokens=True, **parameters))
 
     def close(self) -> None:
-        """Close the connections of the session the client made (idempotent)."""
+        """Clean up everything the client started, then close its connections (idempotent).
+
+        Streams still running (in other threads) are aborted and their
+        conversations stopped and deleted; open conversations are deleted
+        (unless made with ``keep=True``); all of it within ``Timeout.cleanup``.
+        Afterwards every use of the client, its streams and conversations
+        raises ``ValueError``.
+        """
+        if self._closed:
+            return
         self._closed = True
+        with self._turns_lock:
+            turns = list(self._turns)
+        for turn in turns:
+            turn.abort()
+        for conversation in list(self._conversations):
+            conversation.close()
+        deadline = time.monotonic() + self.timeout.cleanup
+        for turn in turns:
+            # A turn of this very thread (close() inside its loop) cleans up after this returns.
+            if not turn.done.wait(max(0.0, deadline - time.monotonic())):
+                logger.warning("a stream of conversation %s was still cleaning up at close()", turn.conversation_id)
         if self._owns_session:
             self._session.close()
-
 
     def __repr__(self) -> str:
         return f"<Client {self.base_url} model={self.model!r}>"
 
-    # -- the lifecycle ----------------------------------------------------
+    # -- what a turn asks of the client (_lifecycle.Transport) ----------------
 
-    def _open_exchange(self, model: str, payload: Mapping[str, Any]) -> _ChatExchange:
-        """A one-shot prompt: a new conversation, deleted when the reply ends."""
-        return self._send_prompt(self._create_conversation(model), payload, delete=True)
+    def check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this Client is closed")
 
-    def _create_conversation(self, model: str) -> str:
-        self._accept_settings()
-        response = self._request("POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model))
+    def track(self, turn: Turn) -> None:
+        with self._turns_lock:
+            self._turns.add(turn)
+
+    def untrack(self, turn: Turn) -> None:
+        with self._turns_lock:
+            self._turns.discard(turn)
+
+    def create_conversation(self, model: str, abort: Abort) -> str:
+        self._accept_settings(abort)
+        response = self._request(
+            "POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model), idempotent=False,
+            abort=abort,
+        )
         return _protocol.parse_conversation_id(_json_or_none(response))
 
-    def _send_prompt(self, conversation_id: str, payload: Mapping[str, Any], *, delete: bool) -> _ChatExchange:
-        """POST a prompt; on failure clean up (and delete, if ``delete``) before raising."""
-        try:
-            response = self._request(
-                "POST",
-                _protocol.conversation_path(conversation_id),
-                json_body=payload,
-                headers=_STREAM_ACCEPT,
-                stream=True,
-                idempotent=False,
-            )
-        except BaseException as exc:
-            # An error status means the server answered and generates nothing.
-            self._cleanup(conversation_id, stop=not isinstance(exc, APIStatusError), delete=delete)
-            raise
-        return _ChatExchange(self, conversation_id, response, delete=delete)
+    def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> _Body:
+        response = self._request(
+            "POST",
+            _protocol.conversation_path(conversation_id),
+            json_body=payload,
+            headers=_STREAM_ACCEPT,
+            stream=True,
+            idempotent=False,
+            follow=False,  # never re-post a prompt elsewhere (11.13)
+            abort=abort,
+        )
+        return _Body(response, self.timeout.read)
 
-    def _accept_settings(self, *, again: bool = False) -> None:
+    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+        # Cleanup still runs after close(), for the streams close() aborted; it
+        # must not leave a reopened pool behind.
+        try:
+            self._request(method, path, deadline=deadline).close()
+        finally:
+            if self._closed and self._owns_session:
+                self._session.close()
+
+    def _delete(self, conversation_id: str) -> None:
+        """Delete a conversation within the cleanup timeout; log, never raise."""
+        try:
+            self.cleanup_request(
+                "DELETE", _protocol.conversation_path(conversation_id), time.monotonic() + self.timeout.cleanup
+            )
+        except Exception as exc:
+            logger.warning("could not delete conversation %s: %s", conversation_id, exc)
+
+    def _accept_settings(self, abort: Abort | None = None, *, again: bool = False) -> None:
         """Accept the welcome modal once per session (protocol.md 1, 2.3)."""
         with self._settings_lock:
             if self._settings_accepted and not again:
@@ -268,8 +342,9 @@ class Client(Resource):
                 _protocol.SETTINGS_PATH,
                 form=_protocol.settings_form(self.model),
                 headers={"Referer": self.base_url + "/"},
-                allow_redirects=False,
+                follow=False,  # its 303 is the success answer
                 reaccept=False,
+                abort=abort,
             )
             body = _json_or_none(response)
             if isinstance(body, Mapping) and body.get("type") in ("error", "failure"):
@@ -279,7 +354,7 @@ class Client(Resource):
                     body=body,
                     headers=response.headers,
                     method="POST",
-                    url=response.url,
+                    url=self.base_url + _protocol.SETTINGS_PATH,
                 )
             self._check_cookies(response)
             self._settings_accepted = True
@@ -295,18 +370,6 @@ class Client(Resource):
                 "session. Use the https:// URL of the service (or run chat-ui in dev mode)."
             )
 
-    def _cleanup(self, conversation_id: str, *, stop: bool, delete: bool = True) -> None:
-        """Stop generation and delete the conversation, as asked; log, never raise."""
-        steps = [("stop generating in", _protocol.stop_generating_path(conversation_id), "POST")] if stop else []
-        if delete:
-            steps.append(("delete", _protocol.conversation_path(conversation_id), "DELETE"))
-        for what, path, method in steps:
-            try:
-                response = self._request(method, path, deadline=time.monotonic() + self.timeout.cleanup)
-                response.close()
-            except Exception as exc:  # cleanup must not replace what is propagating
-                logger.warning("could not %s conversation %s: %s", what, conversation_id, exc)
-
     # -- the one HTTP boundary ---------------------------------------------
 
     def _request(
@@ -315,49 +378,96 @@ class Client(Resource):
         path: str,
         *,
         idempotent: bool = True,
+        follow: bool = True,
         reaccept: bool = True,
         deadline: float | None = None,
+        abort: Abort | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries, re-accepting the welcome modal once on 405.
 
-        ``idempotent=False`` (the prompt) retries only failures where no byte
-        of the answer can have arrived: no connection, or one closed before
-        the status line. A read timeout is not retried there, because the
-        server may be generating already.
+        Args:
+            idempotent: Retry any connection failure and 408/429/5xx. When
+                ``False`` (create, prompt) only what cannot have reached the
+                server is retried: a failed connect, and 408/429/503, which say
+                nothing was done. Never a request written whose answer was
+                lost: the server may have acted on it (11.6, 11.7).
+            follow: Follow 307/308 redirects within the base URL (never elsewhere).
+            deadline: Nothing may wait past this ``time.monotonic()`` value.
+            abort: The turn's handle: its sockets are cut and its backoff
+                sleeps interrupted by :meth:`Abort.abort`.
         """
-        attempt = 0
+        attempt = redirects = 0
         while True:
             timeout = self.timeout.connect, self.timeout.read
             if deadline is not None:
                 left = deadline - time.monotonic()
-                timeout = min(timeout[0], max(left, 0.01)), min(timeout[1], max(left, 0.01))
+                if left <= 0:
+                    raise APITimeoutError(f"no time left for {method} {self.base_url}{path}", method=method,
+                                          url=self.base_url + path)
+                timeout = min(timeout[0], left), min(timeout[1], left)
             try:
-                return self._send(method, path, timeout=timeout, **kwargs)
+                if abort is None:
+                    response = self._send(method, path, timeout=timeout, **kwargs)
+                else:
+                    with abort.active(keep=bool(kwargs.get("stream"))):
+                        response = self._send(method, path, timeout=timeout, **kwargs)
+                if not response.is_redirect or not follow:
+                    if response.is_redirect and kwargs.get("stream"):
+                        raise self._refused_redirect(response, method, path, "a prompt is never re-posted")
+                    return response
+                target = self._redirect_path(response, method, path)
+                redirects += 1
+                if redirects > _MAX_REDIRECTS:
+                    raise self._refused_redirect(response, method, path, "too many redirects")
+                response.close()
+                path = target
+                continue
             except APIStatusError as exc:
                 if exc.status_code == 405 and reaccept:
                     logger.info("%s %s answered 405; accepting the welcome modal again", method, path)
                     reaccept = False
-                    self._accept_settings(again=True)
+                    self._accept_settings(abort, again=True)
                     continue
                 retry_after = parse_retry_after(exc.headers.get("Retry-After"))
-                if not (exc.status_code in _RETRY_STATUSES or exc.status_code >= 500) or not idempotent:
+                retryable = exc.status_code in _NOTHING_DONE or (idempotent and exc.status_code >= 500)
+                if not retryable:
                     raise
                 error: Exception = exc
-            except APITimeoutError as exc:
-                if not idempotent and not exc.connect:
-                    raise
-                error, retry_after = exc, None
             except APIConnectionError as exc:
+                if not (exc.connect or idempotent) or isinstance(exc.__cause__, requests.exceptions.SSLError):
+                    raise  # the server may have acted on it; or a TLS failure that a retry repeats
                 error, retry_after = exc, None
-            if attempt >= self.max_retries:
+            if attempt >= self.max_retries or (abort is not None and abort.aborted):
                 raise error
             delay = _backoff(attempt, retry_after)
             if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
                 raise error
             attempt += 1
             logger.info("%s %s failed (%s); retry %d in %.2fs", method, path, error, attempt, delay)
-            _sleep(delay)
+            if not _sleep(delay, abort):
+                raise error
+
+    def _redirect_path(self, response: requests.Response, method: str, path: str) -> str:
+        """The path under ``base_url`` a redirect leads to; refused anywhere else (11.13)."""
+        location = urljoin(self.base_url + path, response.headers.get("Location", ""))
+        if response.status_code not in (307, 308):
+            raise self._refused_redirect(response, method, path, "only 307/308 keep the request as it was")
+        if not location.startswith(self.base_url + "/"):
+            raise self._refused_redirect(response, method, path, "it leads away from the service's base URL")
+        return location[len(self.base_url) :]
+
+    def _refused_redirect(self, response: requests.Response, method: str, path: str, why: str) -> APIStatusError:
+        location = _without_userinfo(urljoin(self.base_url + path, response.headers.get("Location", "")))
+        response.close()
+        return status_error(
+            response.status_code,
+            reason=response.reason or "",
+            body=f"the server redirected {method} {path} to {location}, which is not followed: {why}",
+            headers=response.headers,
+            method=method,
+            url=self.base_url + path,
+        )
 
     def _send(
         self,
@@ -369,7 +479,6 @@ class Client(Resource):
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         stream: bool = False,
-        allow_redirects: bool = True,
     ) -> requests.Response:
         url = self.base_url + path
         try:
@@ -380,7 +489,7 @@ class Client(Resource):
                     timeout=timeout,
                     verify=self._verify,
                     proxies=self._proxies or {},
-                    allow_redirects=allow_redirects,
+                    allow_redirects=False,
                 )
             else:
                 response = self._session.request(
@@ -391,16 +500,23 @@ class Client(Resource):
                     data=form,
                     proxies=self._proxies,
                     verify=self._verify,
+                    auth=self._auth,
                     stream=stream,
                     timeout=timeout,
-                    allow_redirects=allow_redirects,
+                    allow_redirects=False,
                 )
         except requests.exceptions.ConnectTimeout as exc:
-            raise _timeout_error(f"timed out connecting to {url}", method, url, connect=True) from exc
+            raise APITimeoutError(
+                self._offline_hint(f"timed out connecting to {url}"), method=method, url=url, connect=True
+            ) from exc
         except requests.exceptions.Timeout as exc:
-            raise _timeout_error(f"timed out waiting for {method} {url}", method, url, connect=False) from exc
+            raise APITimeoutError(f"timed out waiting for {method} {url}", method=method, url=url) from exc
         except requests.exceptions.RequestException as exc:
-            raise APIConnectionError(f"{method} {url} failed: {_reason(exc)}", method=method, url=url) from exc
+            connect = _nothing_sent(exc)
+            message = f"{method} {url} failed: {_reason(exc)}"
+            raise APIConnectionError(
+                self._offline_hint(message) if connect else message, method=method, url=url, connect=connect
+            ) from exc
         logger.debug("%s %s -> %s", method, path, response.status_code)
         if response.status_code < 400:
             return response
@@ -417,6 +533,15 @@ class Client(Resource):
             headers=response.headers,
             method=method,
             url=url,
+        )
+
+    def _offline_hint(self, message: str) -> str:
+        if self.base_url != _protocol.DEFAULT_BASE_URL:
+            return message
+        return (
+            f"{message}. The hosted h2oGPT service ({_protocol.DEFAULT_BASE_URL}) has been offline since 2023: "
+            "pass the URL of a chat-ui server as base_url (h2o-chat --base-url URL), or run the local "
+            "emulator (h2o-chat --local, or h2o_sdk.testing.serve())"
         )
 
     def _prepare(
@@ -437,7 +562,6 @@ class Client(Resource):
         if headers:
             prepared.headers.update(headers)
         # In PreparedRequest.prepare's order, so the headers go out in the same order.
-        # Session.send follows redirects with this jar (a merged copy in requests).
         prepared._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
         cookie = requests.cookies.get_cookie_header(self._session.cookies, prepared)  # type: ignore[no-untyped-call]
         if cookie is not None:
@@ -458,63 +582,66 @@ class Client(Resource):
         return prepared
 
 
-class _ChatExchange:
-    """The prompt's open answer and how to finish it (see ``_stream.Exchange``)."""
+class _Body:
+    """The prompt's open answer (``_lifecycle.Body``): its bytes, as they arrive."""
 
-    def __init__(self, client: Client, conversation_id: str, response: requests.Response, *, delete: bool) -> None:
-        self._client = client
-        self.conversation_id = conversation_id
+    def __init__(self, response: requests.Response, read_timeout: float) -> None:
         self._response = response
-        self._delete = delete
-        self._stopped = False
+        self._read_timeout = read_timeout
+        self._deadline: float | None = None
         self._chunks: Iterator[bytes] | None = None
+
+    @property
+    def sock(self) -> socket.socket | None:
+        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
+        return sock if isinstance(sock, socket.socket) else None
 
     def chunks(self) -> Iterator[bytes]:
         if self._chunks is None:
             self._chunks = self._read()
         return self._chunks
 
+    def set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+
     def _read(self) -> Iterator[bytes]:
         raw = self._response.raw
-        method, url = "POST", self._response.url
+        method, url = "POST", _without_userinfo(self._response.url)
+        if raw.chunked and raw.supports_chunked_reads():
+            # One HTTP chunk (one event, in practice) at a time, as it arrives;
+            # urllib3's chunk reader costs far less per chunk than read1().
+            pieces: Iterator[bytes] = raw.read_chunked(_READ_SIZE, decode_content=True)
+        else:
+            # A close-delimited body: read1() returns what has arrived.
+            pieces = iter(lambda: raw.read1(_READ_SIZE, decode_content=True), b"")
         try:
-            if raw.chunked and raw.supports_chunked_reads():
-                # One HTTP chunk (one event, in practice) at a time, as it arrives;
-                # urllib3's chunk reader costs far less per chunk than read1().
-                yield from raw.read_chunked(_READ_SIZE, decode_content=True)
-            else:
-                # A close-delimited body: read1() returns what has arrived.
-                while chunk := raw.read1(_READ_SIZE, decode_content=True):
-                    yield chunk
+            while True:
+                if self._deadline is not None:
+                    self._bound_next_read(url)
+                chunk = next(pieces, None)
+                if chunk is None:
+                    return
+                yield chunk
         except urllib3.exceptions.ReadTimeoutError as exc:
-            raise _timeout_error(f"no data from {url} for {self._client.timeout.read}s", method, url) from exc
+            raise APITimeoutError(f"no data from {url} in time", method=method, url=url) from exc
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise APIConnectionError(f"connection broken while reading {url}: {exc}", method=method, url=url) from exc
 
-    def _socket(self) -> socket.socket | None:
-        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
-        return sock if isinstance(sock, socket.socket) else None
-
-    def abort(self) -> None:
-        # Shutting the socket down wakes a recv() blocked in another thread;
-        # closing it would not (and could hand its descriptor to a new socket).
-        sock = self._socket()
+    def _bound_next_read(self, url: str) -> None:
+        """Make the next read wait no longer than the cleanup deadline allows (11.3)."""
+        assert self._deadline is not None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise APITimeoutError(f"the cleanup deadline passed while reading {url}", method="POST", url=url)
+        sock = self.sock
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.settimeout(min(left, self._read_timeout))
 
-    def stop_generating(self) -> None:
-        self._stopped = True
-        self._client._cleanup(self.conversation_id, stop=True, delete=False)
-        sock = self._socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.settimeout(self._client.timeout.cleanup)
-
-    def finish(self, *, completed: bool, stop: bool) -> None:
+    def close(self, *, reuse: bool) -> None:
         response = self._response
         try:
-            if completed:
+            if reuse:
                 # Read the (normally empty) rest so the connection can be reused.
                 drained = 0
                 for chunk in self.chunks():
@@ -522,14 +649,112 @@ class _ChatExchange:
                     if drained > _MAX_DRAIN:
                         break
         except Exception as exc:
-            logger.debug("could not drain the answer from %s: %s", response.url, exc)
+            logger.debug("could not drain the answer: %s", exc)
         finally:
             response.close()
-        self._client._cleanup(self.conversation_id, stop=stop and not self._stopped, delete=self._delete)
 
 
-def _timeout_error(message: str, method: str, url: str, *, connect: bool = False) -> APITimeoutError:
-    return APITimeoutError(message, method=method, url=url, connect=connect)
+# -- connections a turn can cut, and one TLS context per client --------------------------
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    """Registers its socket with the turn running in this thread (``_lifecycle.Abort``)."""
+
+    def connect(self) -> None:
+        super().connect()
+        _lifecycle.attach_current(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:  # a reused connection: connect() does not run
+            _lifecycle.attach_current(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _lifecycle.attach_current(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            _lifecycle.attach_current(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS: dict[str, type[urllib3.connectionpool.HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """The client's own adapter: cancellable connections, and one TLS context for all of them.
+
+    requests hands urllib3 the CA bundle's path, and urllib3 then builds a
+    context and loads the bundle for every new connection: ~30 ms of CPU
+    holding the GIL each, so 50 streams started at once waited on each other
+    for 1.6 s (11.15). The context is built once, here.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._ssl_context = ssl_context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools keep their own connection classes
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: bool | str,
+                                             cert: Any = None) -> Any:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params.get("scheme") == "https":
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+            pool_kwargs["ssl_context"] = self._ssl_context
+        return host_params, pool_kwargs
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS context requests would build for ``verify``, built once.
+
+    Raises:
+        ValueError: ``verify`` names a CA bundle that cannot be loaded.
+    """
+    context = urllib3.util.ssl_.create_urllib3_context()
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    path = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+    try:
+        if os.path.isdir(path):
+            context.load_verify_locations(capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the CA bundle {path!r}: {exc}") from exc
+    return context
+
+
+def _nothing_sent(exc: requests.exceptions.RequestException) -> bool:
+    """Whether a requests error happened before the request can have reached the server."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError,
+                        requests.exceptions.SSLError)):
+        return True
+    inner = exc.args[0] if exc.args else None
+    reason = getattr(inner, "reason", None)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.NameResolutionError))
 
 
 def _reason(exc: BaseException) -> str:
@@ -552,26 +777,45 @@ def _backoff(attempt: int, retry_after: float | None) -> float | None:
 def _json_or_none(response: requests.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
-def _check_base_url(base_url: object) -> str:
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _check_base_url(base_url: object) -> tuple[str, tuple[str, str] | None]:
+    """The base URL without credentials, and the credentials it held (for Basic auth).
+
+    Raises:
+        TypeError, ValueError: Not an http(s) URL, or one with spaces, a query or a fragment.
+    """
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a str, not {type(base_url).__name__}")
+    if base_url != base_url.strip() or any(c.isspace() for c in base_url):
+        raise ValueError(f"base_url must not contain spaces: {_without_userinfo(base_url)!r}")
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
+    shown = _without_userinfo(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http:// or https:// URL, not {shown!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"base_url must not have a query or fragment: {base_url!r}")
-    return base_url.rstrip("/")
+        raise ValueError(f"base_url must not have a query or fragment: {shown!r}")
+    auth = None
+    if parts.username is not None or parts.password is not None:
+        auth = unquote(parts.username or ""), unquote(parts.password or "")
+    return _without_userinfo(base_url).rstrip("/"), auth
 
 
 def _prepared_base(base_url: str, headers: Mapping[str, str | bytes | None]) -> tuple[str, dict[str, str]]:
     """``base_url`` and ``headers`` as requests would send them, checked once.
 
     Raises:
-        ValueError: A header or the URL is not something requests can send.
+        ValueError: A header or the URL is not something requests (and
+            http.client, which sends header values as latin-1) can send.
     """
     prepared = requests.PreparedRequest()
     try:
@@ -581,6 +825,15 @@ def _prepared_base(base_url: str, headers: Mapping[str, str | bytes | None]) -> 
     except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL) as exc:
         raise ValueError(str(exc)) from exc
     assert prepared.url is not None and prepared.url.endswith("/")
+    for name, value in prepared.headers.items():
+        if isinstance(value, str):
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"header {name!r} has a value that is not latin-1 ({value!r}); HTTP header values "
+                    "are bytes: encode it (e.g. percent-encoding) before passing it"
+                ) from None
     # http.client sends str header values as latin-1, so bytes ones are the same decoded so
     return prepared.url[:-1], {k: v if isinstance(v, str) else v.decode("latin-1") for k, v in prepared.headers.items()}
 

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import _protocol
 from ._exceptions import IncompleteStreamError
+from ._lifecycle import Turn
 from ._resource import Resource
 from ._stream import Stream
 from ._types import Reply
 
 if TYPE_CHECKING:
-    from ._client import Client, _ChatExchange
+    from ._client import Client
 
 __all__ = ["Conversation"]
 
@@ -113,7 +114,29 @@ class Conversation(Resource):
             self._closed = True
             conversation_id = self._id
         if conversation_id is not None and not self.keep:
-            self._client._cleanup(conversation_id, stop=False, delete=True)
+            self._client._delete(conversation_id)
+
+    # -- the turn's owner (_lifecycle.Owner) --------------------------------
+
+    def conversation_id(self) -> str | None:
+        return self._id
+
+    def created(self, conversation_id: str) -> bool:
+        with self._lock:
+            self._id = conversation_id
+            # Closed while the first turn created it: delete it, unless it is to be kept.
+            return not self._closed or self.keep
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._busy:
+                raise ValueError("a turn of this conversation is still streaming")
+            if self._closed:
+                raise ValueError("this conversation is closed")
+            self._busy = True
+
+    def end(self) -> None:
+        self._busy = False
 
 
     def __repr__(self) -> str:
@@ -128,25 +151,9 @@ class Conversation(Resource):
             text, {**self._parameters, **parameters}, message_id=message_id, is_retry=retry
         )
 
-        def open_exchange() -> _ChatExchange:
-            with self._lock:
-                if self._busy:
-                    raise ValueError("a turn of this conversation is still streaming")
-                if self._closed:
-                    raise ValueError("this conversation is closed")
-                self._busy = True
-            try:
-                if self._id is None:
-                    self._id = self._client._create_conversation(self.model)
-                return self._client._send_prompt(self._id, payload, delete=False)
-            except BaseException:
-                self._busy = False
-                raise
-
         # on_end must not refer to the stream: the cycle would keep an abandoned
         # stream (``break`` in a plain for loop) alive until the cyclic GC.
         def on_end(stored: str | None, reply: str) -> None:
-            self._busy = False
             if stored is None:
                 return
             if retry:
@@ -156,13 +163,8 @@ class Conversation(Resource):
             self._messages.append({"role": "user", "content": text, "id": message_id})
             self._messages.append({"role": "assistant", "content": reply, "id": payload["options"]["response_id"]})
 
-        return Stream(
-            open_exchange,
-            max_event_size=self._client.max_event_size,
-            keep_tokens=keep_tokens,
-            keep_partial=True,
-            on_end=on_end,
-        )
+        turn = Turn(self._client, model=self.model, payload=payload, owner=self, keep_partial=True)
+        return Stream(turn, max_event_size=self._client.max_event_size, keep_tokens=keep_tokens, on_end=on_end)
 
 
 def finish(stream: Stream) -> Reply:

@@ -29,9 +29,10 @@ Every exception keeps its evidence as attributes and survives ``pickle``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "BadRequestError",
     "GenerationError",
     "H2oError",
+    "Headers",
     "IncompleteStreamError",
     "InternalServerError",
     "NotFoundError",
@@ -99,28 +101,27 @@ class APIConnectionError(H2oError):
 
     Attributes:
         method: The HTTP method of the failed request, when known.
-        url: The URL of the failed request, when known.
-    """
-
-    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
-        super().__init__(message)
-        self.method = method
-        self.url = url
-
-
-class APITimeoutError(APIConnectionError, TimeoutError):
-    """The connect timeout or the idle (between bytes) read timeout expired.
-
-    Attributes:
-        connect: ``True`` when no connection could be opened in time (nothing
-            was sent), ``False`` when the server went silent.
+        url: The URL of the failed request, when known (never with credentials).
+        connect: ``True`` when no connection could be opened, so the request
+            cannot have reached the server; ``False`` when it may have (the
+            connection broke or went silent after the request was written).
     """
 
     def __init__(
         self, message: str, *, method: str | None = None, url: str | None = None, connect: bool = False
     ) -> None:
-        super().__init__(message, method=method, url=url)
+        super().__init__(message)
+        self.method = method
+        self.url = url
         self.connect = connect
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """The connect timeout or the idle (between bytes) read timeout expired.
+
+    ``connect`` is ``True`` when no connection could be opened in time (nothing
+    was sent), ``False`` when the server went silent.
+    """
 
 
 class APIStatusError(H2oError):
@@ -132,7 +133,8 @@ class APIStatusError(H2oError):
     Attributes:
         status_code: The HTTP status.
         body: The answer's body: parsed JSON when it was JSON, else its text.
-        headers: The answer's headers (a plain ``dict``).
+        headers: The answer's headers, as :class:`Headers` (names match in
+            any case; ``Set-Cookie`` is left out, since it holds the session).
         method: The HTTP method of the request.
         url: The URL of the request.
         error_type: TGI's ``error_type`` (``validation``, ``overloaded`` ...)
@@ -153,7 +155,7 @@ class APIStatusError(H2oError):
         super().__init__(message)
         self.status_code = status_code
         self.body = body
-        self.headers = dict(headers or {})
+        self.headers = Headers(headers or {})
         self.method = method
         self.url = url
         self.error_type = error_type
@@ -188,7 +190,7 @@ class RateLimitError(APIStatusError):
 
     @property
     def retry_after(self) -> float | None:
-        return parse_retry_after(self.headers.get("Retry-After") or self.headers.get("retry-after"))
+        return parse_retry_after(self.headers.get("Retry-After"))
 
 
 class InternalServerError(APIStatusError):
@@ -247,15 +249,65 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 
+class Headers(Mapping[str, str]):
+    """Response headers whose names match in any case, as HTTP defines them.
+
+    chat-ui (Node) and TGI send every header name in lower case, so
+    ``headers["Retry-After"]`` must find ``retry-after``. ``Set-Cookie`` is
+    dropped: an exception is logged and shown, and the session cookie is a
+    credential. Iterating gives the names as the server sent them.
+    """
+
+    _DROPPED = frozenset({"set-cookie"})
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._store = {
+            name.lower(): (name, value) for name, value in pairs if name.lower() not in self._DROPPED
+        }
+
+    def __getitem__(self, name: str) -> str:
+        return self._store[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._store.values())
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._store
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.lower_items()) == {str(k).lower(): v for k, v in other.items()}
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def lower_items(self) -> Iterator[tuple[str, str]]:
+        """``(lower-case name, value)`` pairs."""
+        return ((key, value) for key, (_, value) in self._store.items())
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date).
+
+    The one parse of that header; look it up through :class:`Headers` (or any
+    case-insensitive mapping), never with one spelling of the name.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -292,7 +344,7 @@ def decode_body(content: bytes, content_type: str) -> Any:
     if "json" in content_type or text[:1] in ("{", "["):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return text
 

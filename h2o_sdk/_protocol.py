@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,15 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = {
     "repetition_penalty": 1.2,
     "return_full_text": False,
 }
+
+#: The generation parameters TGI's ``/generate_stream`` understands (protocol.md 3.4 and
+#: TGI's own ``GenerateParameters``); chat-ui 0.4 forwards ``parameters`` to it unread, and
+#: TGI ignores unknown names, so a misspelt one would vanish without a word.
+TGI_PARAMETERS = frozenset({
+    "adapter_id", "best_of", "decoder_input_details", "details", "do_sample", "frequency_penalty", "grammar",
+    "max_new_tokens", "repetition_penalty", "return_full_text", "seed", "stop", "temperature", "top_k",
+    "top_n_tokens", "top_p", "truncate", "typical_p", "watermark",
+})
 
 SETTINGS_PATH = "/settings"
 CONVERSATION_PATH = "/conversation"
@@ -91,15 +101,19 @@ def prompt_payload(
         is_retry: Regenerate the reply to ``message_id``.
 
     Raises:
-        TypeError, ValueError: A parameter is not a JSON value (NaN and
-            infinities included, which JSON cannot carry).
+        TypeError: A parameter name TGI does not know (the message suggests
+            the closest one), or a parameter that is not a JSON value.
+        ValueError: A parameter is not a JSON value (NaN and infinities
+            included, which JSON cannot carry), or text with a lone surrogate.
     """
+    check_parameters(parameters)
+    check_text(inputs, "the prompt")
     merged = {**DEFAULT_PARAMETERS, **parameters}
     try:
         json.dumps(merged, allow_nan=False)
     except TypeError as exc:
         raise TypeError(f"generation parameters must be JSON values: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"generation parameters must be JSON values: {exc}") from None
     return {
         "inputs": inputs,
@@ -113,6 +127,40 @@ def prompt_payload(
             "web_search_id": "",
         },
     }
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> None:
+    """Refuse generation parameters TGI does not know.
+
+    Raises:
+        TypeError: Naming each unknown parameter and the closest valid name.
+    """
+    unknown = sorted(name for name in parameters if name not in TGI_PARAMETERS)
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(TGI_PARAMETERS), n=1, cutoff=0.5)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    raise TypeError(
+        f"unknown generation parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+        f"TGI takes {', '.join(sorted(TGI_PARAMETERS))}"
+    )
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that cannot be sent as UTF-8 (a lone surrogate, e.g. from a bad decode).
+
+    Raises:
+        ValueError: Naming where the bad character is.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}), which is not "
+            "valid Unicode text and cannot be sent"
+        ) from None
 
 
 def format_prompt(messages: Messages) -> str:
@@ -146,6 +194,7 @@ def format_prompt(messages: Messages) -> str:
             prompt = "\n".join(lines) + "\nAssistant:"
     if not prompt.strip():
         raise ValueError("the prompt is blank: chat-ui rejects blank inputs")
+    check_text(prompt, "the prompt")
     return prompt
 
 
@@ -184,8 +233,10 @@ def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
     except ValueError:
         try:
             event = json.loads(data)  # leading whitespace, or a real error
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ProtocolError(f"unparsable stream event: {data[:200]!r}") from exc
+    except RecursionError as exc:  # JSON nested deeper than Python's stack
+        raise ProtocolError(f"unparsable stream event (nested too deeply): {data[:200]!r}") from exc
     raw = event.get("token") if isinstance(event, dict) else None
     if raw is None:
         if isinstance(event, dict) and "error" in event:

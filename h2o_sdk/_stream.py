@@ -34,6 +34,8 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _COMPACT_EVERY = 512
 _BLANK = (b"\n", b"\r", b"\r\n")
+# How a reply ended, as the stream reports it to its turn (``_lifecycle.Event`` values).
+_FINAL, _REFUSED, _LOST, _CUT = "final", "refused", "lost", "cut"
 
 
 class _Truncated(Exception):
@@ -118,36 +120,30 @@ class LineReader:
 
 
 class Exchange(Protocol):
-    """One prompt's exchange with the server, as the client opened it."""
+    """One prompt's life on the server, as the stream drives it (``_lifecycle.Turn``)."""
+
+    conversation_id: str | None
 
     @property
-    def conversation_id(self) -> str:
-        """The server conversation the reply belongs to."""
+    def aborted(self) -> bool:
+        """:meth:`abort` was called."""
         ...
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body's bytes as they arrive.
-
-        Raises:
-            APITimeoutError: No byte arrived within the idle timeout.
-            APIConnectionError: The connection broke.
-        """
+    def open(self) -> Any:
+        """Send the prompt; return the answer, whose ``chunks()`` are the body's bytes."""
         ...
 
-    def abort(self) -> None:
-        """Wake a read blocked in another thread (thread-safe; never raises)."""
+    def abort(self) -> bool:
+        """Cut the turn short from any thread (never raises); ``False`` if it finishes in the background."""
         ...
 
-    def stop_generating(self) -> None:
-        """Ask the server to stop, and bound further reads by the cleanup timeout; never raises."""
-        ...
-
-    def finish(self, *, completed: bool, stop: bool) -> None:
-        """Release the answer and clean up on the server; never raises.
+    def finish(self, outcome: str | None, drain: Callable[[], None] | None) -> str | None:
+        """Report how the reply ended, clean up on the server, return what it stored; never raises.
 
         Args:
-            completed: The last event arrived (the rest of the body may be drained).
-            stop: The reply was cut short: ask the server to stop generating.
+            outcome: ``"final"``, ``"refused"`` (the server ended it), ``"lost"``
+                (the connection broke) or ``"cut"`` (this side ended it).
+            drain: Reads the rest of the reply, if the turn wants it.
         """
         ...
 
@@ -191,18 +187,17 @@ class Stream(Resource):
 
     def __init__(
         self,
-        open_exchange: Callable[[], Exchange],
+        exchange: Exchange,
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         keep_tokens: bool = False,
-        keep_partial: bool = False,
         on_end: Callable[[str | None, str], None] | None = None,
     ) -> None:
         # The generator holds the state, never the Stream: without a reference
         # cycle, a stream abandoned after ``break`` is finished (and its
         # conversation deleted) as soon as the loop lets go of it.
-        self._state = _State(keep_tokens)
-        self._generator = _run(self._state, open_exchange, max_event_size, keep_partial, on_end)
+        self._state = _State(keep_tokens, exchange)
+        self._generator = _run(self._state, exchange, max_event_size, on_end)
 
     @property
     def reply(self) -> Reply | None:
@@ -212,7 +207,7 @@ class Stream(Resource):
     @property
     def conversation_id(self) -> str | None:
         """The server conversation's id, once it has been created."""
-        return self._state.conversation_id
+        return self._state.exchange.conversation_id
 
     @property
     def text(self) -> str:
@@ -249,12 +244,15 @@ class Stream(Resource):
         for the server (the connection is shut down); its iteration then ends
         with :class:`IncompleteStreamError` after the usual cleanup
         (stop-generating, then delete). Thread-safe, idempotent, never raises.
+        A conversation being created is never cut (the server may have made
+        it already): the iterating thread finishes that request, deletes the
+        conversation and ends.
         """
-        state = self._state
-        state.aborted = True
-        exchange = state.exchange
-        if exchange is not None:
-            exchange.abort()
+        self._abort()
+
+    def _abort(self) -> bool:
+        """:meth:`abort`; ``False`` when the iterating thread finishes a create first."""
+        return self._state.exchange.abort()
 
 
     def __repr__(self) -> str:
@@ -266,16 +264,18 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("aborted", "conversation_id", "count", "exchange", "parts", "reply", "tokens")
+    __slots__ = ("count", "exchange", "parts", "reply", "tokens")
 
-    def __init__(self, keep_tokens: bool) -> None:
+    def __init__(self, keep_tokens: bool, exchange: Exchange) -> None:
         self.parts: list[str] = []
         self.tokens: list[Token] | None = [] if keep_tokens else None
         self.count = 0
         self.reply: Reply | None = None
-        self.conversation_id: str | None = None
-        self.exchange: Exchange | None = None
-        self.aborted = False
+        self.exchange = exchange
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.exchange.conversation_id
 
     def add(self, token: Token) -> None:
         self.count += 1
@@ -302,28 +302,27 @@ class _State:
 
 def _run(
     state: _State,
-    open_exchange: Callable[[], Exchange],
+    exchange: Exchange,
     max_event_size: int,
-    keep_partial: bool,
     on_end: Callable[[str | None, str], None] | None,
 ) -> Generator[Token, None, None]:
-    exchange = open_exchange()
-    state.conversation_id = exchange.conversation_id
-    state.exchange = exchange
-    completed = False
-    stop = True  # ask the server to stop generating, unless it ended the generation itself
-    server_ended = False  # the server ended the stream: it stores nothing (protocol.md 2.5)
+    try:
+        body = exchange.open()
+    except BaseException:
+        if on_end is not None:
+            on_end(None, "")
+        raise
+    # Unless the stream learns otherwise, this side cut it short: break,
+    # close(), an exception in the caller's loop, Ctrl-C.
+    outcome = _CUT
     events: Iterator[Any] | None = None
     try:
-        if state.aborted:  # abort() came while the request was being sent
-            raise state.error(IncompleteStreamError, "the stream was aborted")
-        events = SSEClient(iter(LineReader(exchange.chunks(), max_event_size))).events()
-        for event in events:
+        events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
+        for event in _decoded(events):
             try:
                 token, final = parse_event(event.data)
             except GenerationError:
-                stop = False
-                server_ended = True
+                outcome = _REFUSED  # the server ended the generation: it stores nothing
                 raise
             state.add(token)
             if final is not None:
@@ -332,52 +331,66 @@ def _run(
                     tokens=tuple(state.tokens) if state.tokens is not None else (),
                     conversation_id=state.conversation_id,
                 )
-                completed = True
+                outcome = _FINAL
                 yield token
                 return
             yield token
-        server_ended = not state.aborted
-        raise state.error(
-            IncompleteStreamError,
-            "the stream was aborted" if state.aborted else "the stream ended before its last event",
-        )
+        outcome = _ended(exchange)
+        raise state.error(IncompleteStreamError, _ended_message(exchange, "the stream ended before its last event"))
     except _Truncated:
-        server_ended = not state.aborted
-        raise state.error(IncompleteStreamError, "the stream ended in the middle of an event") from None
+        outcome = _ended(exchange)
+        raise state.error(
+            IncompleteStreamError, _ended_message(exchange, "the stream ended in the middle of an event")
+        ) from None
     except StreamError as exc:
         state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
         raise
     except APITimeoutError:
-        raise
+        raise  # this side gave up waiting: a cut
     except APIConnectionError as exc:
-        server_ended = not state.aborted
-        what = "the stream was aborted" if state.aborted else f"the stream was cut: {exc}"
-        raise state.error(IncompleteStreamError, what) from exc
+        # A cut connection cannot be told from a broken network: it still gets a stop.
+        outcome = _CUT if exchange.aborted else _LOST
+        raise state.error(IncompleteStreamError, _ended_message(exchange, f"the stream was cut: {exc}")) from exc
     finally:
-        state.exchange = None
-        # A cut connection cannot be told from a broken network, so it still gets
-        # a stop; but only a stream this side cut short leaves a partial reply
-        # stored on the server.
-        stop = stop and not completed
-        partial = not completed and not server_ended
+        stored = None
         try:
-            if partial and keep_partial and events is not None:
-                # The server stores what it generated until the stop reached it:
-                # read that rest, so the caller's text is what the server kept.
-                stop = False
-                exchange.stop_generating()
-                _drain(events, state)
+            stored = exchange.finish(outcome, (lambda: _drain(events, state)) if events is not None else None)
         finally:  # even if a second Ctrl-C lands here
-            exchange.finish(completed=completed, stop=stop)
             if on_end is not None:
-                text = state.reply.text if state.reply is not None else state.text()
-                on_end("reply" if completed else "partial" if partial else None, text)
+                on_end(stored, state.reply.text if state.reply is not None else state.text())
 
 
-def _drain(events: Iterator[Any], state: _State) -> None:
-    """Read the rest of a stopped stream into ``state`` (bounded by the exchange's timeouts)."""
+def _ended(exchange: Exchange) -> str:
+    """The outcome of a body that ended before its last event.
+
+    Unless this side aborted it, the body was lost: a proxy or the network can
+    end a body too, so the server may still be generating and gets a stop.
+    """
+    return _CUT if exchange.aborted else _LOST
+
+
+def _ended_message(exchange: Exchange, message: str) -> str:
+    return "the stream was aborted" if exchange.aborted else message
+
+
+def _decoded(events: Iterator[Any]) -> Iterator[Any]:
+    """sseclient-py's events, with its decoding failures as our error."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"the stream is not valid UTF-8: {exc}") from exc
+        yield event
+
+
+def _drain(events: Iterator[Any] | None, state: _State) -> None:
+    """Read the rest of a stopped stream into ``state`` (the turn bounds it by its deadline)."""
+    if events is None:
+        return
     try:
-        for event in events:
+        for event in _decoded(events):
             token, final = parse_event(event.data)
             state.add(token)
             if final is not None:

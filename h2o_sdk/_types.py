@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_TIMEOUT", "Reply", "Timeout", "Token"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Reply", "Timeout", "Token"]
+
+#: The longest timeout accepted, in seconds (a day); sockets and sleeps refuse far larger values.
+MAX_TIMEOUT = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +75,12 @@ class Timeout:
         connect: Seconds to wait for a connection to open.
         read: Seconds to wait between two bytes of an answer (an idle timeout,
             not a limit on the whole reply).
-        cleanup: Seconds each cleanup step (stop-generating, delete) may take
-            in all, retries included.
+        cleanup: The deadline for the whole cleanup of a stream, in seconds:
+            stop-generating, reading what the server sends until it stops,
+            and the delete together, retries included.
 
-    A bare number passed as ``timeout=`` sets ``connect`` and ``read``.
+    A bare number passed as ``timeout=`` sets ``connect`` and ``read``. Every
+    value must be a finite number of seconds, above 0 and at most a day.
     """
 
     connect: float = 10.0
@@ -86,8 +92,10 @@ class Timeout:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Timeout.{name} must be a number of seconds, not {value!r}")
-            if not value > 0:
-                raise ValueError(f"Timeout.{name} must be positive, not {value!r}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"Timeout.{name} must be a positive, finite number of seconds, not {value!r}")
+            if value > MAX_TIMEOUT:
+                raise ValueError(f"Timeout.{name} must be at most {MAX_TIMEOUT:g} seconds (a day), not {value!r}")
 
     @classmethod
     def coerce(cls, value: Timeout | float | tuple[float, float]) -> Timeout:
@@ -103,5 +111,5 @@ class Timeout:
         return cls(connect=value, read=value)
 
 
-#: The default: connect within 10 s, no more than 60 s of silence, 5 s per cleanup step.
+#: The default: connect within 10 s, no more than 60 s of silence, 5 s for a stream's whole cleanup.
 DEFAULT_TIMEOUT = Timeout()

@@ -61,7 +61,7 @@ def mock() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr("h2o_sdk._client._sleep", slept.append)
+    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds, abort=None: slept.append(seconds) or True)
     return slept
 
 
@@ -311,14 +311,43 @@ def test_referer_error_is_a_permission_error_with_the_servers_text(mock: respons
     assert info.value.body == "Non-JSON form requests need to have a referer"
 
 
-def test_create_retries_5xx_then_gives_up(mock: responses.RequestsMock, client: Client,
-                                          sleeps: list[float]) -> None:
+def test_create_is_retried_only_when_nothing_was_done(mock: responses.RequestsMock, client: Client,
+                                                      sleeps: list[float]) -> None:
+    # 503 and 429 say the server did nothing: retried with backoff.
     add_settings(mock)
-    for _ in range(3):
-        add_create(mock, status=500, json={"message": "Internal Error"})
+    add_create(mock, status=503, json={"message": "Service Unavailable"})
+    add_create(mock, status=429, headers={"retry-after": "0.2"}, json={"message": "later"})
+    add_create(mock, status=503, json={"message": "Service Unavailable"})
+    with pytest.raises(InternalServerError, match="Service Unavailable"):
+        client.chat("Hi")
+    assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and sleeps[1] == 0.2  # lower-case Retry-After
+    # A 500 may have created it: never retried (issue 11.6).
+    add_create(mock, status=500, json={"message": "Internal Error"})
     with pytest.raises(InternalServerError, match="Internal Error"):
         client.chat("Hi")
-    assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+    assert len(sleeps) == 2
+
+
+@pytest.mark.parametrize("lost", [requests.ReadTimeout("slow"), requests.ConnectionError("reset")],
+                         ids=["read-timeout", "reset"])
+def test_create_is_not_retried_once_written(mock: responses.RequestsMock, client: Client, sleeps: list[float],
+                                            lost: Exception) -> None:
+    add_settings(mock)
+    mock.add(responses.POST, BASE + "/conversation", body=lost)
+    with pytest.raises(APIConnectionError) as info:
+        client.chat("Hi")
+    assert not info.value.connect and sleeps == [] and len(mock.calls) == 2
+
+
+def test_create_is_retried_after_a_failed_connect(mock: responses.RequestsMock, client: Client,
+                                                  sleeps: list[float]) -> None:
+    add_settings(mock)
+    mock.add(responses.POST, BASE + "/conversation", body=requests.ConnectTimeout("no route"))
+    add_create(mock)
+    add_prompt(mock, reply_events(WORDS))
+    add_delete(mock)
+    assert client.chat("Hi").text == TEXT
+    assert len(sleeps) == 1
 
 
 def test_settings_retries_connection_errors_and_honours_retry_after(
@@ -339,27 +368,41 @@ def test_max_retries_zero_disables(mock: responses.RequestsMock, sleeps: list[fl
     assert sleeps == []
 
 
-def test_prompt_retried_when_no_byte_arrived(mock: responses.RequestsMock, client: Client,
-                                             sleeps: list[float]) -> None:
+def test_prompt_is_not_retried_when_the_connection_closed_before_the_status_line(
+    mock: responses.RequestsMock, client: Client, sleeps: list[float]
+) -> None:
+    # chat-ui got the prompt and goes on generating: a retry would store the turn twice (11.7).
     add_settings(mock)
     add_create(mock)
     mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ConnectionError("reset"))
+    add_stop(mock)
+    add_delete(mock)
+    with pytest.raises(APIConnectionError) as info:
+        client.chat("Hi")
+    assert not info.value.connect and sleeps == []
+    assert calls(mock)[-2:] == [STOP, DELETE]
+
+
+def test_prompt_is_retried_after_a_connect_timeout(mock: responses.RequestsMock, client: Client,
+                                                   sleeps: list[float]) -> None:
+    add_settings(mock)
+    add_create(mock)
+    mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ConnectTimeout("no route"))
     add_prompt(mock, reply_events(WORDS))
     add_delete(mock)
     assert client.chat("Hi").text == TEXT
     assert len(sleeps) == 1
 
 
-def test_prompt_not_retried_after_an_answer_or_a_read_timeout(mock: responses.RequestsMock, client: Client,
+def test_prompt_not_retried_after_a_refusal_or_a_read_timeout(mock: responses.RequestsMock, client: Client,
                                                                sleeps: list[float]) -> None:
     add_settings(mock)
     add_create(mock)
-    add_prompt(mock, status=429, headers={"Retry-After": "1"},
-               json={"error": "Model is overloaded", "error_type": "overloaded"})
+    add_prompt(mock, status=422, json={"error": "Input validation error", "error_type": "validation"})
     add_delete(mock)
-    with pytest.raises(RateLimitError) as info:
+    with pytest.raises(UnprocessableEntityError) as info:
         client.chat("Hi")
-    assert info.value.retry_after == 1.0 and info.value.error_type == "overloaded"
+    assert info.value.error_type == "validation"
     add_create(mock)
     mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ReadTimeout("slow"))
     add_stop(mock)

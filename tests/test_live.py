@@ -47,7 +47,7 @@ def client(server: ChatServer) -> Iterator[Client]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds: None)
+    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds, abort=None: True)
 
 
 def steps(server: ChatServer) -> list[str]:
@@ -116,9 +116,9 @@ def test_keepalive_comments_keep_a_slow_stream_alive() -> None:
         (Fault(step="settings", status=500, times=3), InternalServerError, None),
         (Fault(step="create", status=429, times=3), RateLimitError, None),
         (Fault(status=422), UnprocessableEntityError, None),
-        (Fault(status=429), RateLimitError, None),
+        (Fault(status=429, times=3), RateLimitError, None),
         (Fault(status=500), InternalServerError, None),
-        (Fault(status=503), InternalServerError, None),
+        (Fault(status=503, times=3), InternalServerError, None),
         (Fault(error_after=3), GenerationError, "".join(WORDS[:3])),
         (Fault(error_after=0, error_type="overloaded", error_message="Model is overloaded"), GenerationError, ""),
         (Fault(drop_after=3), IncompleteStreamError, "".join(WORDS[:3])),

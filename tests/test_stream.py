@@ -17,12 +17,18 @@ TEXT = "".join(WORDS)
 
 
 class FakeExchange:
+    """A turn (``_stream.Exchange``) whose answer is ``chunks``; records how the stream ended."""
+
     conversation_id = CID
+    aborted = False
 
     def __init__(self, chunks: Iterable[bytes | BaseException]) -> None:
         self._chunks = chunks
         self.pulled = 0
-        self.finished: list[tuple[bool, bool]] = []
+        self.finished: list[str | None] = []
+
+    def open(self) -> FakeExchange:
+        return self
 
     def chunks(self) -> Iterator[bytes]:
         for chunk in self._chunks:
@@ -31,19 +37,18 @@ class FakeExchange:
             self.pulled += 1
             yield chunk
 
-    def stop_generating(self) -> None:
-        raise AssertionError("only conversation turns stop before finishing")
+    def abort(self) -> bool:
+        self.aborted = True
+        return True
 
-    def abort(self) -> None:
-        pass
-
-    def finish(self, *, completed: bool, stop: bool) -> None:
-        self.finished.append((completed, stop))
+    def finish(self, outcome: str | None, drain: Any) -> str | None:
+        self.finished.append(outcome)
+        return None
 
 
 def make_stream(chunks: Iterable[bytes | BaseException], **kwargs: Any) -> tuple[Stream, FakeExchange]:
     exchange = FakeExchange(chunks)
-    return Stream(lambda: exchange, **kwargs), exchange
+    return Stream(exchange, **kwargs), exchange
 
 
 def splits(data: bytes) -> Iterator[list[bytes]]:
@@ -59,7 +64,7 @@ def test_every_split_offset_gives_the_same_tokens(sep: bytes) -> None:
         stream, exchange = make_stream(chunks)
         assert list(stream) == WORDS, chunks
         assert stream.reply is not None and stream.reply.text == TEXT
-        assert exchange.finished == [(True, False)]
+        assert exchange.finished == ["final"]
 
 
 @pytest.mark.parametrize("sep", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
@@ -146,7 +151,7 @@ def test_error_event_after_tokens_keeps_the_partial_text() -> None:
     assert info.value.error_type == "generation"
     assert info.value.text == "".join(WORDS[:2]) and info.value.conversation_id == CID
     assert "CUDA" in str(info.value)
-    assert exchange.finished == [(False, False)]  # the server ended it: no stop-generating
+    assert exchange.finished == ["refused"]  # the server ended it: no stop-generating
 
 
 @pytest.mark.parametrize(
@@ -160,7 +165,7 @@ def test_body_ending_before_the_last_event_is_incomplete(tail: bytes) -> None:
         list(stream)
     assert info.value.text == "".join(WORDS[:3])
     assert stream.reply is None
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["lost"]  # a proxy may have cut it: the server still gets a stop
 
 
 @pytest.mark.parametrize("data", [b"data:not json\n\n", b"data:[1,2]\n\n", b"data:{\"token\":{\"id\":\"x\"}}\n\n",
@@ -170,7 +175,7 @@ def test_unparsable_events_raise_protocol_error(data: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         list(stream)
     assert info.value.text == "a"
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["cut"]
 
 
 def test_oversized_event_is_refused_before_it_is_buffered() -> None:
@@ -214,35 +219,35 @@ def test_break_then_close_finishes_once_with_stop() -> None:
         break
     stream.close()
     stream.close()
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["cut"]
     assert stream.text == WORDS[0]
 
 
 def test_abandoned_stream_is_finished_by_garbage_collection() -> None:
     exchange = FakeExchange(reply_events(WORDS))
-    for _ in Stream(lambda: exchange):
+    for _ in Stream(exchange):
         break
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["cut"]
 
 
 def test_exception_in_the_loop_body_finishes_the_stream() -> None:
     exchange = FakeExchange(reply_events(WORDS))
 
     def consume() -> None:
-        with Stream(lambda: exchange) as stream:
+        with Stream(exchange) as stream:
             for _ in stream:
                 raise KeyError("caller bug")
 
     with pytest.raises(KeyError):
         consume()
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["cut"]
 
 
 def test_keyboard_interrupt_while_reading_finishes_the_stream() -> None:
     stream, exchange = make_stream([token_event(1, "a"), KeyboardInterrupt()])
     with pytest.raises(KeyboardInterrupt):
         list(stream)
-    assert exchange.finished == [(False, True)]
+    assert exchange.finished == ["cut"]
 
 
 def test_line_reader_keeps_line_endings() -> None:

@@ -1,0 +1,469 @@
+"""One owner of a turn's life: accept, create, send, stop, drain, delete.
+
+A *turn* is one prompt and its reply. Its life is a small state machine
+(:data:`TRANSITIONS`): the stream reports what happened (:class:`Event`), and
+the phase it lands in decides the cleanup (:data:`CLEANUP`): whether to ask
+the server to stop generating, whether to read what the server still sends
+(so a conversation's history is what the server stored), and what the server
+stored. The stream, the conversation and the async layer ask a :class:`Turn`;
+none of them keeps flags of its own.
+
+Cancellation reaches every blocking step through an :class:`Abort` handle:
+the client's connections register their socket with the handle of the turn
+running in their thread, and :meth:`Abort.abort` shuts that socket down (which
+wakes a blocked ``recv`` in another thread) and interrupts backoff sleeps.
+While a conversation is being created the socket is never cut: the server may
+have created it already, and only its answer tells the id to delete; the turn
+finishes that request in the background and deletes what it created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import _protocol
+from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
+from ._types import Timeout
+
+__all__ = ["CLEANUP", "TRANSITIONS", "Abort", "Cleanup", "Event", "Owner", "Phase", "Transport", "Turn"]
+
+logger = logging.getLogger("h2o_sdk")
+
+
+class Phase(enum.Enum):
+    """Where a turn is."""
+
+    NEW = "new"  # nothing sent yet
+    CREATING = "creating"  # accepting the welcome modal, creating the conversation
+    SENDING = "sending"  # the prompt is being written, or waits for its status line
+    STREAMING = "streaming"  # the reply is arriving
+    COMPLETED = "completed"  # the last event arrived: the server stored the reply
+    FAILED = "failed"  # the server refused or ended the turn: it generates and stores nothing more
+    ABANDONED = "abandoned"  # cut short before the prompt was sent: the server has no turn
+    UNANSWERED = "unanswered"  # the prompt may have reached the server, no answer came
+    CUT = "cut"  # cut short on this side mid-reply: the server stores what it made until it stops
+    BROKEN = "broken"  # the connection broke mid-reply: the server may still be generating
+    CLOSED = "closed"  # cleaned up
+
+
+class Event(enum.Enum):
+    """What happened to a turn."""
+
+    CREATE = "create"  # a new conversation is needed
+    SEND = "send"  # the prompt goes out
+    HEADERS = "headers"  # the prompt's answer started (2xx)
+    FINAL = "final"  # the last event arrived
+    REFUSED = "refused"  # an error status, an in-band error, a request that never left
+    LOST = "lost"  # the connection failed, or the body ended early, after the request may have arrived
+    CUT = "cut"  # this side gave up: break, close(), abort(), an exception, a timeout
+    CLEANED = "cleaned"  # the cleanup ran
+
+
+_ENDED = (Phase.COMPLETED, Phase.FAILED, Phase.ABANDONED, Phase.UNANSWERED, Phase.CUT, Phase.BROKEN)
+
+#: Every legal transition; anything else is a bug in the caller.
+TRANSITIONS: Mapping[tuple[Phase, Event], Phase] = {
+    (Phase.NEW, Event.CREATE): Phase.CREATING,
+    (Phase.NEW, Event.SEND): Phase.SENDING,
+    (Phase.NEW, Event.CUT): Phase.ABANDONED,
+    (Phase.CREATING, Event.SEND): Phase.SENDING,
+    (Phase.CREATING, Event.REFUSED): Phase.FAILED,
+    # A create whose answer was lost: no id to act on, and it is never retried (issue 11.6).
+    (Phase.CREATING, Event.LOST): Phase.FAILED,
+    (Phase.CREATING, Event.CUT): Phase.ABANDONED,
+    (Phase.SENDING, Event.HEADERS): Phase.STREAMING,
+    (Phase.SENDING, Event.REFUSED): Phase.FAILED,
+    (Phase.SENDING, Event.LOST): Phase.UNANSWERED,
+    (Phase.SENDING, Event.CUT): Phase.UNANSWERED,
+    (Phase.STREAMING, Event.FINAL): Phase.COMPLETED,
+    (Phase.STREAMING, Event.REFUSED): Phase.FAILED,
+    (Phase.STREAMING, Event.LOST): Phase.BROKEN,
+    (Phase.STREAMING, Event.CUT): Phase.CUT,
+    **{(phase, Event.CLEANED): Phase.CLOSED for phase in _ENDED},
+}
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What an ended turn needs.
+
+    Attributes:
+        stop: Ask the server to stop generating (it may still be at it).
+        drain: Read what the server sends until it stops (only a conversation
+            wants this, so its history is what the server stored).
+        stored: What the server kept of the turn: ``"reply"``, ``"partial"``
+            (the text read until the server stopped), or ``None`` (nothing).
+    """
+
+    stop: bool
+    drain: bool
+    stored: str | None
+
+
+#: The cleanup of each ended phase.
+CLEANUP: Mapping[Phase, Cleanup] = {
+    Phase.COMPLETED: Cleanup(stop=False, drain=False, stored="reply"),
+    Phase.FAILED: Cleanup(stop=False, drain=False, stored=None),
+    Phase.ABANDONED: Cleanup(stop=False, drain=False, stored=None),
+    Phase.UNANSWERED: Cleanup(stop=True, drain=False, stored=None),
+    Phase.CUT: Cleanup(stop=True, drain=True, stored="partial"),
+    Phase.BROKEN: Cleanup(stop=True, drain=False, stored=None),
+}
+
+
+_current = threading.local()
+
+
+class Abort:
+    """Cuts a turn's blocking steps short, from any thread.
+
+    The client's connections :meth:`attach` their socket while a request of
+    this turn runs in the thread where the handle is :meth:`active`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._sock: socket.socket | None = None
+        self._cuttable = True
+
+    @property
+    def aborted(self) -> bool:
+        return self._event.is_set()
+
+    def abort(self) -> bool:
+        """Cut the turn short (thread-safe, idempotent, never raises).
+
+        Returns:
+            ``False`` while a request must finish on its own (the create), else ``True``.
+        """
+        self._event.set()
+        with self._lock:
+            sock, cuttable = self._sock, self._cuttable
+        if sock is not None and cuttable:
+            _shut(sock)
+        return cuttable
+
+    def attach(self, sock: socket.socket) -> None:
+        """The socket a request of this turn is using (shut at once if already aborted)."""
+        with self._lock:
+            self._sock = sock
+            cut = self._cuttable and self._event.is_set()
+        if cut:
+            _shut(sock)
+
+    def detach(self) -> None:
+        """Forget the socket: it goes back to the pool, maybe to another turn."""
+        with self._lock:
+            self._sock = None
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless aborted first; ``True`` if the wait ran out."""
+        return not self._event.wait(seconds)
+
+    @contextlib.contextmanager
+    def active(self, *, keep: bool = False) -> Iterator[None]:
+        """Requests made in this thread meanwhile attach their sockets here.
+
+        Args:
+            keep: Keep the socket attached afterwards (a streaming answer still reads it).
+        """
+        previous = getattr(_current, "abort", None)
+        _current.abort = self
+        try:
+            yield
+        finally:
+            _current.abort = previous
+            if not keep:
+                self.detach()
+
+    @contextlib.contextmanager
+    def uncuttable(self) -> Iterator[None]:
+        """Meanwhile :meth:`abort` only marks the turn; the request in flight finishes."""
+        with self._lock:
+            self._cuttable = False
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._cuttable = True
+
+
+def attach_current(sock: socket.socket) -> None:
+    """Called by the client's connections: register ``sock`` with this thread's turn, if any."""
+    abort: Abort | None = getattr(_current, "abort", None)
+    if abort is not None:
+        abort.attach(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # Shutting a socket down wakes a recv() blocked in another thread; closing
+    # it would not (and could hand its descriptor to a new socket).
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class Body(Protocol):
+    """The prompt's open answer, as the client's transport hands it out."""
+
+    @property
+    def sock(self) -> socket.socket | None: ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes as they arrive (raises ``APIConnectionError``/``APITimeoutError``)."""
+        ...
+
+    def set_deadline(self, deadline: float) -> None:
+        """From now on no read may wait past ``deadline`` (``time.monotonic()``)."""
+        ...
+
+    def close(self, *, reuse: bool) -> None:
+        """Release the answer (``reuse``: the body was read to its end); never raises."""
+        ...
+
+
+class Transport(Protocol):
+    """What a turn needs from the client: the requests, and its settings."""
+
+    timeout: Timeout
+
+    def check_open(self) -> None:
+        """Raise ``ValueError`` if the client is closed."""
+        ...
+
+    def create_conversation(self, model: str, abort: Abort) -> str:
+        """Accept the welcome modal if needed, create a conversation, return its id."""
+        ...
+
+    def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
+        """POST the prompt; return its streaming answer once the status line said 2xx."""
+        ...
+
+    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+        """One cleanup request, bounded by ``deadline``; raises ``H2oError`` on failure."""
+        ...
+
+    def track(self, turn: Turn) -> None:
+        """A turn started (the client aborts and awaits it on close)."""
+        ...
+
+    def untrack(self, turn: Turn) -> None: ...
+
+
+class Owner(Protocol):
+    """The conversation a turn belongs to (a one-shot turn has none)."""
+
+    def conversation_id(self) -> str | None:
+        """The server conversation, once created."""
+        ...
+
+    def created(self, conversation_id: str) -> bool:
+        """The turn created the conversation; ``False`` if the owner was closed meanwhile."""
+        ...
+
+    def begin(self) -> None:
+        """A turn starts (``ValueError`` if another one runs, or the owner is closed)."""
+        ...
+
+    def end(self) -> None:
+        """The turn has been cleaned up."""
+        ...
+
+
+class Turn:
+    """One prompt's life on the server, driven by the stream that reads it.
+
+    A one-shot turn (``owner=None``) creates its own conversation and deletes
+    it when it ends; a conversation's turn uses (or creates) the owner's.
+
+    Args:
+        transport: The client.
+        model: The model of a conversation to create.
+        payload: The prompt's JSON body.
+        owner: The conversation, or ``None`` for a one-shot turn.
+        keep_partial: Read what the server sends after a stop, so the text is
+            what the server stored (conversations).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        model: str,
+        payload: Mapping[str, Any],
+        owner: Owner | None = None,
+        keep_partial: bool = False,
+    ) -> None:
+        self._transport = transport
+        self._model = model
+        self._payload = payload
+        self._owner = owner
+        self._keep_partial = keep_partial
+        self._abort = Abort()
+        self._body: Body | None = None
+        self.phase = Phase.NEW
+        self.conversation_id: str | None = None
+        self.stored: str | None = None
+        self.done = threading.Event()
+
+    def fire(self, event: Event) -> Phase:
+        """Move to the phase ``event`` leads to.
+
+        Raises:
+            RuntimeError: ``event`` cannot happen in this phase (a bug).
+        """
+        try:
+            self.phase = TRANSITIONS[self.phase, event]
+        except KeyError:
+            raise RuntimeError(f"a turn in phase {self.phase.value} cannot take {event.value}") from None
+        return self.phase
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.aborted
+
+    def abort(self) -> bool:
+        """Cut the turn short from any thread; ``False`` while it finishes a create in the background."""
+        return self._abort.abort()
+
+    def open(self) -> Body:
+        """Create the conversation if needed and send the prompt.
+
+        On failure the turn is cleaned up before the error propagates.
+
+        Raises:
+            ValueError: The client or the conversation is closed.
+            IncompleteStreamError: The turn was aborted.
+            H2oError: The server refused, or the network failed.
+        """
+        transport = self._transport
+        transport.check_open()
+        if self.aborted:
+            self.fire(Event.CUT)
+            self.fire(Event.CLEANED)
+            raise IncompleteStreamError("the stream was aborted")
+        if self._owner is not None:
+            self._owner.begin()
+        transport.track(self)
+        try:
+            return self._open()
+        except BaseException:
+            if self.phase not in (Phase.CLOSED, *_ENDED):
+                self.fire(Event.CUT)
+            if self.phase is not Phase.CLOSED:
+                self.finish(None, None)
+            raise
+
+    def _open(self) -> Body:
+        transport, abort = self._transport, self._abort
+        owner = self._owner
+        self.conversation_id = owner.conversation_id() if owner is not None else None
+        if self.conversation_id is None:
+            self.fire(Event.CREATE)
+            try:
+                with abort.uncuttable():
+                    self.conversation_id = transport.create_conversation(self._model, abort)
+            except BaseException as exc:
+                self.fire(_failure(exc, self.aborted))
+                if self.aborted:
+                    raise self._aborted_error() from exc
+                raise
+            if owner is not None and not owner.created(self.conversation_id):
+                self.fire(Event.CUT)
+                self.delete_abandoned()  # the owner's close() ran before the id was known
+                raise ValueError("this conversation is closed")
+            if self.aborted:
+                self.fire(Event.CUT)
+                raise self._aborted_error()
+        self.fire(Event.SEND)
+        try:
+            body = transport.open_prompt(self.conversation_id, self._payload, abort)
+        except BaseException as exc:
+            self.fire(_failure(exc, self.aborted))
+            if self.aborted:
+                raise self._aborted_error() from exc
+            raise
+        self._body = body
+        self.fire(Event.HEADERS)
+        if self.aborted:  # abort() came while the answer's headers were being read
+            raise IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
+        return body
+
+    def _aborted_error(self) -> IncompleteStreamError:
+        return IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
+
+    def finish(self, event: Event | str | None, drain: Callable[[], None] | None) -> str | None:
+        """End the turn with ``event`` and clean up; never raises an ``Exception``.
+
+        Args:
+            event: What ended it, or its value (``None``: already fired).
+            drain: Reads the rest of the reply into the stream, when the phase wants it.
+
+        Returns:
+            What the server stored (:attr:`Cleanup.stored`).
+        """
+        if event is not None:
+            self.fire(Event(event))
+        cleanup = CLEANUP[self.phase]
+        transport, conversation_id, body = self._transport, self.conversation_id, self._body
+        start = time.monotonic()
+        deadline = start + transport.timeout.cleanup
+        delete = self._owner is None and conversation_id is not None
+        try:
+            if cleanup.stop and conversation_id is not None:
+                # A delete follows a one-shot turn's stop: it keeps half of the budget.
+                stop_by = start + transport.timeout.cleanup / 2 if delete else deadline
+                self._step("stop generating in", "POST", _protocol.stop_generating_path(conversation_id), stop_by)
+            if cleanup.drain and self._keep_partial and body is not None and drain is not None:
+                body.set_deadline(deadline)
+                with contextlib.suppress(Exception):
+                    drain()
+        finally:
+            self._abort.detach()
+            if body is not None:
+                body.close(reuse=self.phase is Phase.COMPLETED)
+            try:
+                if delete:
+                    assert conversation_id is not None
+                    self._step("delete", "DELETE", _protocol.conversation_path(conversation_id), deadline)
+            finally:
+                self.stored = cleanup.stored
+                self.fire(Event.CLEANED)
+                transport.untrack(self)
+                if self._owner is not None:
+                    self._owner.end()
+                self.done.set()
+        return self.stored
+
+    def delete_abandoned(self) -> None:
+        """Delete a conversation created for an owner that closed meanwhile (never raises)."""
+        if self.conversation_id is not None:
+            deadline = time.monotonic() + self._transport.timeout.cleanup
+            self._step("delete", "DELETE", _protocol.conversation_path(self.conversation_id), deadline)
+
+    def _step(self, what: str, method: str, path: str, deadline: float) -> None:
+        try:
+            self._transport.cleanup_request(method, path, deadline)
+        except Exception as exc:  # cleanup must not replace what is propagating
+            logger.warning("could not %s conversation %s: %s", what, self.conversation_id, exc)
+
+
+def _failure(exc: BaseException, aborted: bool) -> Event:
+    """The event a failed create or send is."""
+    if aborted or not isinstance(exc, Exception):
+        return Event.CUT  # an abort, or KeyboardInterrupt
+    if isinstance(exc, APIStatusError):
+        return Event.REFUSED  # the server answered: it did nothing
+    if isinstance(exc, APIConnectionError):
+        return Event.REFUSED if exc.connect else Event.LOST
+    if isinstance(exc, StreamError):
+        return Event.REFUSED  # e.g. a create answer without an id
+    return Event.CUT
