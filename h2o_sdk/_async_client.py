@@ -133,9 +133,12 @@ class AsyncClient(AsyncResource):
         return AsyncConversation(self.client.conversation(model=model, keep=keep, **parameters), self)
 
     async def aclose(self) -> None:
-        """Close the blocking client's connections (idempotent)."""
-        self.client.close()
-        await anyio.lowlevel.checkpoint()
+        """Clean up what the client started and close its connections (idempotent).
+
+        As :meth:`Client.close`, in a worker thread; shielded from cancellation.
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.client.close)
 
 
     def __repr__(self) -> str:
@@ -192,8 +195,12 @@ class AsyncConversation(AsyncResource):
         return await _finish(self.retry_stream(keep_tokens=True, **parameters))
 
     async def aclose(self) -> None:
-        """Delete the server conversation unless ``keep=True`` (idempotent)."""
-        await anyio.to_thread.run_sync(self._conversation.close, limiter=self._client._loop().limiter)
+        """Delete the server conversation unless ``keep=True`` (idempotent).
+
+        Shielded: a cancelled scope around ``async with`` still deletes it (11.1).
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._conversation.close)
 
 
     def __repr__(self) -> str:
@@ -259,10 +266,14 @@ class AsyncStream(AsyncResource):
     context manager or call :meth:`aclose`.
 
     Cancelling the consuming task, ``aclose()`` and leaving ``async with``
-    stop the stream promptly, even while the server is silent: the reader
-    thread is woken by shutting its connection down, then stop-generating and
-    delete run as in the blocking client, and ``aclose()`` returns once the
-    thread has finished.
+    stop the stream promptly at every step, even while the server is silent:
+    the reader thread is woken by shutting its connection down (in the
+    settings and prompt requests, while waiting for the reply, in backoff
+    sleeps), then stop-generating and delete run as in the blocking client,
+    and ``aclose()`` returns once the thread has finished. The one exception
+    is a conversation being created, which is never cut (the server may have
+    made it already): ``aclose()`` returns at once and the thread deletes the
+    conversation when the create returns.
     """
 
     def __init__(self, stream: Stream, client: AsyncClient) -> None:
@@ -364,8 +375,13 @@ class AsyncStream(AsyncResource):
         return feed
 
     async def _shut(self, feed: _Feed) -> None:
-        self._stream.abort()
+        prompt = self._stream._abort()
         feed.abort()
+        if not prompt:
+            # The thread is finishing a create that must not be cut (the server
+            # may have made the conversation); it deletes it and ends by itself,
+            # and Client.close() waits for it.
+            return
         while (waiter := feed.wait_done()) is not None:
             await waiter.wait()
         feed.join()

@@ -293,8 +293,10 @@ class Client(Resource):
         with self._turns_lock:
             self._turns.discard(turn)
 
-    def create_conversation(self, model: str, abort: Abort) -> str:
+    def accept_settings(self, abort: Abort) -> None:
         self._accept_settings(abort)
+
+    def create_conversation(self, model: str, abort: Abort) -> str:
         response = self._request(
             "POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model), idempotent=False,
             abort=abort,

@@ -239,8 +239,12 @@ class Transport(Protocol):
         """Raise ``ValueError`` if the client is closed."""
         ...
 
+    def accept_settings(self, abort: Abort) -> None:
+        """Accept the welcome modal, once per session."""
+        ...
+
     def create_conversation(self, model: str, abort: Abort) -> str:
-        """Accept the welcome modal if needed, create a conversation, return its id."""
+        """Create a conversation and return its id."""
         ...
 
     def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
@@ -369,6 +373,7 @@ class Turn:
         if self.conversation_id is None:
             self.fire(Event.CREATE)
             try:
+                transport.accept_settings(abort)
                 with abort.uncuttable():
                     self.conversation_id = transport.create_conversation(self._model, abort)
             except BaseException as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from h2o_sdk import (
     GenerationError,
     IncompleteStreamError,
     InternalServerError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     SessionCookieError,
@@ -604,3 +606,35 @@ def test_socks_proxies_need_the_socks_extra() -> None:
     else:  # pragma: no cover - with the extra installed
         with Client(BASE, proxy="socks5h://127.0.0.1:1080") as client:
             assert client._proxies == {"http": "socks5h://127.0.0.1:1080", "https": "socks5h://127.0.0.1:1080"}
+
+
+def test_a_rate_limited_prompt_is_retried_after_the_lower_case_retry_after(
+    mock: responses.RequestsMock, client: Client, sleeps: list[float]
+) -> None:
+    # chat-ui (Node) and TGI send header names in lower case (every capture); 429 says nothing was done.
+    add_settings(mock)
+    add_create(mock)
+    for _ in range(3):
+        add_prompt(mock, status=429, headers={"retry-after": "0.1"},
+                   json={"error": "Model is overloaded", "error_type": "overloaded"})
+    add_delete(mock)
+    with pytest.raises(RateLimitError) as info:
+        client.chat("Hi")
+    assert sleeps == [0.1, 0.1]
+    assert info.value.retry_after == 0.1 and info.value.headers["Retry-After"] == "0.1"
+    assert "retry-after" in info.value.headers and info.value.error_type == "overloaded"
+    assert calls(mock)[-1] == DELETE and STOP not in calls(mock)
+
+
+def test_error_headers_match_in_any_case_and_leave_the_session_cookie_out(
+    mock: responses.RequestsMock, client: Client
+) -> None:
+    add_settings(mock)
+    add_create(mock, status=404, json={"message": "Not found"},
+               headers={"set-cookie": "hf-chat=secret; Path=/", "X-Request-Id": "r1"})
+    with pytest.raises(NotFoundError) as info:
+        client.chat("Hi")
+    headers = info.value.headers
+    assert headers["x-request-id"] == "r1" and headers.get("X-REQUEST-ID") == "r1"
+    assert "Set-Cookie" not in headers and "secret" not in repr(info.value.__dict__)
+    assert pickle.loads(pickle.dumps(info.value)).headers == headers

@@ -90,6 +90,8 @@ class Fault:
             the connection's close.
         line_ending: ``"\\n"``, ``"\\r\\n"`` or ``"\\r"`` for the stream's lines.
         chunk_size: Split every event into pieces of this many bytes.
+        delay: Seconds to wait before answering at all (before the status
+            line); the step's work is done after the wait, as a slow server does.
         times: For :meth:`ChatServer.inject`: how many requests it applies to.
     """
 
@@ -109,6 +111,7 @@ class Fault:
     close_delimited: bool = False
     line_ending: str = "\n"
     chunk_size: int | None = None
+    delay: float = 0.0
     times: int = 1
 
     def __post_init__(self) -> None:
@@ -464,6 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self._route_error(404, {"message": "Not found"})
 
     def _fault_status(self, fault: Fault | None, *, tgi: bool = False) -> bool:
+        if fault is not None and fault.delay:
+            self.app._stopping.wait(fault.delay)
         if fault is None or fault.status is None:
             return False
         body = fault.body
@@ -479,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {}
         retry_after = fault.retry_after or ("1" if fault.status in (429, 503) else None)
         if retry_after:
-            headers["Retry-After"] = retry_after
+            headers["retry-after"] = retry_after  # Node sends header names in lower case
         if isinstance(body, str):
             self._send(fault.status, body.encode(), content_type="text/plain", headers=headers)
         else:
