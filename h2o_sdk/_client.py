@@ -501,7 +501,9 @@ class Client(Resource):
                     json=json_body,
                     data=form,
                     proxies=self._proxies,
-                    verify=self._verify,
+                    # The session's own verify, read now: requests would let
+                    # $REQUESTS_CA_BUNDLE override a session's CA (its #3829).
+                    verify=self._verify if self._verify is not None else self._session.verify,
                     auth=self._auth,
                     stream=stream,
                     timeout=timeout,

@@ -55,6 +55,7 @@ def show(client: Client | AsyncClient, messages: Messages, *, interval: float = 
         The :class:`Reply` (an awaitable of it for an ``AsyncClient``).
 
     Raises:
+        TypeError: ``client`` is neither a :class:`Client` nor an :class:`AsyncClient`.
         H2oError: As :class:`Stream` documents; the display keeps the text so far.
     """
     if isinstance(client, Client):
@@ -67,6 +68,10 @@ def show(client: Client | AsyncClient, messages: Messages, *, interval: float = 
                 live.flush(stream.text)  # the cell keeps what arrived
                 raise
         return live.end(stream.reply, stream.text)
+    from ._async_client import AsyncClient
+
+    if not isinstance(client, AsyncClient):
+        raise TypeError(f"show() takes a Client or an AsyncClient, not {type(client).__name__}")
     return _show_async(client, messages, interval, parameters)
 
 

@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -176,6 +177,7 @@ class ChatServer:
         faults: Sequence[Fault] = (),
         preprompt: str = "",
         upstream: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -203,9 +205,16 @@ class ChatServer:
         self._counter = 0
         self._stopping = threading.Event()
         self._httpd = _HTTPServer((host, port), _Handler, self)
+        self.scheme = "http"
+        if ssl_context is not None:
+            # The handshake runs in each connection's thread (_HTTPServer.finish_request).
+            self._httpd.socket = ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         bound_host, bound_port = str(self._httpd.server_address[0]), int(self._httpd.server_address[1])
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{bound_port}"
+        self.url = f"{self.scheme}://{shown}:{bound_port}"
         self._thread: threading.Thread | None = None
 
     # -- running ------------------------------------------------------------
@@ -294,6 +303,16 @@ class ChatServer:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 stalls the sixth simultaneous connection for a second.
+    request_queue_size = 1024
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError):
+                return  # a client that refused the certificate: nothing to serve
+        super().finish_request(request, client_address)
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], app: ChatServer) -> None:
         self.app = app
@@ -422,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
             referer = self.headers.get("Referer")
             if not referer:
                 return self._hook_error(403, "Non-JSON form requests need to have a referer")
-            if _origin(referer) != _origin(f"http://{self.headers.get('Host', '')}"):
+            if _origin(referer) != _origin(f"{app.scheme}://{self.headers.get('Host', '')}"):
                 return self._hook_error(403, "Invalid referer for POST request")
         with app._lock:
             session = app._sessions.get(self._session_id)
