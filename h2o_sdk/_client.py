@@ -297,10 +297,14 @@ class Client(Resource):
         self._accept_settings(abort)
 
     def create_conversation(self, model: str, abort: Abort) -> str:
-        response = self._request(
-            "POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model), idempotent=False,
-            abort=abort,
-        )
+        try:
+            response = self._request(
+                "POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model), idempotent=False,
+                abort=abort,
+            )
+        except APIStatusError as exc:
+            _name_the_model(exc, model, "create a conversation")
+            raise
         return _protocol.parse_conversation_id(_json_or_none(response))
 
     def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> _Body:
@@ -339,15 +343,19 @@ class Client(Resource):
         with self._settings_lock:
             if self._settings_accepted and not again:
                 return
-            response = self._request(
-                "POST",
-                _protocol.SETTINGS_PATH,
-                form=_protocol.settings_form(self.model),
-                headers={"Referer": self.base_url + "/"},
-                follow=False,  # its 303 is the success answer
-                reaccept=False,
-                abort=abort,
-            )
+            try:
+                response = self._request(
+                    "POST",
+                    _protocol.SETTINGS_PATH,
+                    form=_protocol.settings_form(self.model),
+                    headers={"Referer": self.base_url + "/"},
+                    follow=False,  # its 303 is the success answer
+                    reaccept=False,
+                    abort=abort,
+                )
+            except APIStatusError as exc:
+                _name_the_model(exc, self.model, "accept the welcome modal")
+                raise
             body = _json_or_none(response)
             if isinstance(body, Mapping) and body.get("type") in ("error", "failure"):
                 status = body.get("status")
@@ -749,6 +757,16 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load the CA bundle {path!r}: {exc}") from exc
     return context
+
+
+def _name_the_model(exc: APIStatusError, model: str, what: str) -> None:
+    """Say which model a bare chat-ui 500 is about (an unknown model id: protocol.md 2.3, 2.4)."""
+    if exc.status_code in (400, 500):
+        exc.message = (
+            f"{exc.message}: the server could not {what} with the model {model!r}; check that it "
+            "serves that model id (model=..., h2o-chat --model)"
+        )
+        exc.args = (exc.message,)
 
 
 def _nothing_sent(exc: requests.exceptions.RequestException) -> bool:

@@ -9,7 +9,7 @@ Usage::
     h2o-chat serve --port 8080                       # run the emulator until Ctrl-C
 
 Exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage
-error, 130 after Ctrl-C.
+error, 130 after Ctrl-C, 141 when standard output was closed (``| head``).
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from . import H2oError, __version__
+from . import APIStatusError, H2oError, StreamError, __version__
 from ._client import Client
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
 from ._stream import Stream
+from ._types import MAX_TIMEOUT
 
 __all__ = ["main"]
 
@@ -37,6 +39,59 @@ _EXAMPLES = """examples:
   H2O_SDK_BASE_URL=http://127.0.0.1:8080 h2o-chat "Hi"
   h2o-chat serve --port 8080
 """
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TIMEOUT:g} seconds, not {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def _pace(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {text}")
+    return value
+
+
+def _ca_bundle(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file or directory: {text!r}")
+    return text
 
 
 def _chat_parser() -> argparse.ArgumentParser:
@@ -53,9 +108,12 @@ def _chat_parser() -> argparse.ArgumentParser:
                         help="the service's URL (default: $H2O_SDK_BASE_URL or %(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the model id (default: %(default)s)")
     parser.add_argument("--proxy", help="a proxy URL for every request")
-    parser.add_argument("--timeout", type=float, help="connect and idle read timeout, in seconds")
-    parser.add_argument("--temperature", type=float, help="sampling temperature")
-    parser.add_argument("--max-new-tokens", type=int, help="the longest reply, in tokens")
+    parser.add_argument("--ca-bundle", type=_ca_bundle, default=os.environ.get("H2O_SDK_CA_BUNDLE") or None,
+                        metavar="PATH", help="trust this CA bundle (file or directory), for a server with a "
+                        "private CA (default: $H2O_SDK_CA_BUNDLE)")
+    parser.add_argument("--timeout", type=_seconds, help="connect and idle read timeout, in seconds")
+    parser.add_argument("--temperature", type=_finite, help="sampling temperature")
+    parser.add_argument("--max-new-tokens", type=_positive, help="the longest reply, in tokens")
     parser.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per token, then one with the reply's details")
@@ -67,8 +125,8 @@ def _chat_parser() -> argparse.ArgumentParser:
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="h2o-chat serve", description="Run the local h2oGPT chat emulator.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any (default: %(default)s)")
-    parser.add_argument("--pace", type=float, default=0.03, help="seconds between tokens (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to bind, 0 for any (default: %(default)s)")
+    parser.add_argument("--pace", type=_pace, default=0.03, help="seconds between tokens (default: %(default)s)")
     parser.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure, as production")
     parser.add_argument("--no-welcome", action="store_true", help="do not require the welcome modal")
     return parser
@@ -78,27 +136,81 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
          stderr: TextIO | None = None) -> int:
     """Run the command; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    if args[:1] == ["serve"]:
-        return _serve(_serve_parser().parse_args(args[1:]), stdout)
-    options = _chat_parser().parse_args(args)
+    stdin, stderr = stdin or sys.stdin, stderr or sys.stderr
+    out = _Output(stdout or sys.stdout)
+    try:
+        if args[:1] == ["serve"]:
+            return _serve(_serve_parser(), args[1:], out, stderr)
+        return _chat(_chat_parser().parse_args(args), stdin, out, stderr)
+    except BrokenPipeError:
+        # The reader went away (``| head``): end quietly, as other tools do.
+        # Further writes, and the interpreter's last flush, go nowhere.
+        out.discard()
+        return 141
+
+
+def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: TextIO) -> int:
     interactive = options.prompt is None and stdin.isatty()
     try:
         with _base_url(options) as base_url, _client(base_url, options) as client:
             if interactive:
-                return _interactive(client, options, stdout, stderr)
+                return _interactive(client, options, out, stderr)
             prompt = options.prompt if options.prompt is not None else stdin.read()
             with client.stream(prompt, model=options.model, **_parameters(options)) as stream:
-                _print_stream(stream, options, stdout)
+                _print_stream(stream, options, out)
     except KeyboardInterrupt:
-        stdout.write("\n")
+        out.write("\n")
         return 130
     except (H2oError, ValueError, TypeError) as exc:
         if options.debug:
             raise
-        print(f"h2o-chat: error: {exc}", file=stderr)
+        _report(exc, options, out, stderr)
         return 1
     return 0
+
+
+def _report(exc: BaseException, options: argparse.Namespace, out: _Output, stderr: TextIO) -> None:
+    """One line on stderr, after the part of a reply already printed; with --json also an object."""
+    out.end_line()
+    if options.json:
+        error: dict[str, Any] = {"type": "error", "error": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, APIStatusError):
+            error["status_code"] = exc.status_code
+        if isinstance(exc, StreamError):
+            error["text"] = exc.text
+        out.write(json.dumps(error, ensure_ascii=False) + "\n")
+        out.flush()
+    print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
+
+
+class _Output:
+    """Standard output, remembering whether the last line is unfinished."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._mid_line = False
+
+    def write(self, text: str) -> None:
+        if text:
+            self._stream.write(text)
+            self._mid_line = not text.endswith("\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def end_line(self) -> None:
+        """Start a new line if a reply was cut mid-line (an error follows it)."""
+        if self._mid_line:
+            with contextlib.suppress(OSError, ValueError):
+                self.write("\n")
+                self.flush()
+
+    def discard(self) -> None:
+        stream = self._stream
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
+        if stream is sys.__stdout__:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _parameters(options: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +226,7 @@ def _parameters(options: argparse.Namespace) -> dict[str, Any]:
     return parameters
 
 
-def _print_stream(stream: Stream, options: argparse.Namespace, stdout: TextIO) -> None:
+def _print_stream(stream: Stream, options: argparse.Namespace, stdout: _Output) -> None:
     """Write a reply as it arrives: text, or with --json one object per token and one for the reply."""
     if not options.json:
         for text in stream:
@@ -139,10 +251,11 @@ _HELP = "/new starts a new conversation, /retry regenerates the last reply, /exi
         "Ctrl-C stops a reply."
 
 
-def _interactive(client: Client, options: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, stderr: TextIO) -> int:
     """Chat in one Conversation until /exit or Ctrl-D."""
     parameters = _parameters(options)
-    print(f"h2o-chat {__version__} on {client.base_url} ({options.model})\n{_HELP}", file=stdout, flush=True)
+    stdout.write(f"h2o-chat {__version__} on {client.base_url} ({options.model})\n{_HELP}\n")
+    stdout.flush()
     conversation = client.conversation(model=options.model, **parameters)
     try:
         while True:
@@ -160,12 +273,13 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: TextIO, st
             if command in ("/exit", "/quit"):
                 return 0
             if command == "/help":
-                print(_HELP, file=stdout)
+                stdout.write(_HELP + "\n")
                 continue
             if command == "/new":
                 conversation.close()
                 conversation = client.conversation(model=options.model, **parameters)
-                print("(a new conversation)", file=stdout, flush=True)
+                stdout.write("(a new conversation)\n")
+                stdout.flush()
                 continue
             try:
                 stream = conversation.retry_stream() if command == "/retry" else conversation.stream(line)
@@ -174,18 +288,21 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: TextIO, st
             except KeyboardInterrupt:
                 stdout.write("\n(stopped)\n")
                 stdout.flush()
-            except (H2oError, ValueError) as exc:
+            except (H2oError, ValueError, TypeError) as exc:
                 if options.debug:
                     raise
-                print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
+                _report(exc, options, stdout, stderr)
     finally:
         conversation.close()
 
 
 def _client(base_url: str, options: argparse.Namespace) -> Client:
-    if options.timeout is None:
-        return Client(base_url, model=options.model, proxy=options.proxy)
-    return Client(base_url, model=options.model, proxy=options.proxy, timeout=options.timeout)
+    extra: dict[str, Any] = {}
+    if options.timeout is not None:
+        extra["timeout"] = options.timeout
+    if options.ca_bundle is not None:
+        extra["verify"] = options.ca_bundle
+    return Client(base_url, model=options.model, proxy=options.proxy, **extra)
 
 
 @contextlib.contextmanager
@@ -199,12 +316,20 @@ def _base_url(options: argparse.Namespace) -> Iterator[str]:
         yield server.url
 
 
-def _serve(options: argparse.Namespace, stdout: TextIO) -> int:
+def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, stderr: TextIO) -> int:
     from .testing import ChatServer
 
-    server = ChatServer(options.host, options.port, pace=options.pace, secure_cookie=options.secure_cookie,
-                        require_welcome=not options.no_welcome)
-    print(f"h2o-chat: serving the local h2oGPT emulator on {server.url} (Ctrl-C stops)", file=stdout, flush=True)
+    options = parser.parse_args(args)
+    try:
+        server = ChatServer(options.host, options.port, pace=options.pace, secure_cookie=options.secure_cookie,
+                            require_welcome=not options.no_welcome)
+    except OSError as exc:  # a port in use, an address this machine does not have, a bad host name
+        parser.print_usage(stderr)
+        print(f"h2o-chat serve: error: cannot listen on {options.host}:{options.port}: "
+              f"{exc.strerror or exc}", file=stderr)
+        return 2
+    stdout.write(f"h2o-chat: serving the local h2oGPT emulator on {server.url} (Ctrl-C stops)\n")
+    stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pexpect
 import pytest
@@ -133,3 +134,117 @@ def test_serve_runs_the_emulator_until_ctrl_c() -> None:
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+# -- issue 11, items 16-20 -----------------------------------------------------------------------
+
+
+def test_a_closed_stdout_ends_quietly_and_the_conversation_is_deleted(server: ChatServer) -> None:
+    import subprocess
+
+    server.reply = " ".join(f"line{i}\n" for i in range(2000))
+    server.pace = 0.001
+    command = f"{sys.executable} -m h2o_sdk --base-url {server.url} Hi | head -c 20"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "line0\n line1\n line2\n"[:20]
+    assert done.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored"
+    assert done.returncode == 141
+    assert server.live_conversations == 0 and server.paths()[-1][0] == "DELETE"
+
+
+def test_an_error_after_part_of_a_reply_starts_on_a_new_line(server: ChatServer,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from h2o_sdk.testing import Fault
+
+    server.inject(Fault(error_after=2))
+    assert main(["--base-url", server.url, "Hi"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "Answer number\n"
+    assert captured.err.startswith("h2o-chat: error: Request failed during generation")
+
+
+def test_with_json_an_error_is_also_an_object_on_stdout(server: ChatServer,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from h2o_sdk.testing import Fault
+
+    server.inject(Fault(error_after=2))
+    assert main(["--base-url", server.url, "--json", "Hi"]) == 1
+    *tokens, error = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [t["type"] for t in tokens] == ["token", "token"]
+    assert error["type"] == "error" and error["error"] == "GenerationError" and error["text"] == "Answer number"
+    server.inject(Fault(step="create", status=404))
+    assert main(["--base-url", server.url, "--json", "Hi"]) == 1
+    (error,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert error["error"] == "NotFoundError" and error["status_code"] == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "inf", "Hi"], "--timeout"),
+        (["--timeout", "-1", "Hi"], "--timeout"),
+        (["--timeout", "soon", "Hi"], "--timeout"),
+        (["--temperature", "nan", "Hi"], "--temperature"),
+        (["--max-new-tokens", "0", "Hi"], "--max-new-tokens"),
+        (["--ca-bundle", "/nonexistent/ca.pem", "Hi"], "--ca-bundle"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--pace", "-1"], "--pace"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(args: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["in-use", "203.0.113.1", "no such host name"])
+def test_serve_where_it_cannot_listen_is_a_usage_error(host: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from h2o_sdk.testing import serve
+
+    with serve() as busy:
+        port = busy.url.rsplit(":", 1)[1]
+        args = ["serve", "--port", port] if host == "in-use" else ["serve", "--host", host, "--port", "0"]
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on" in err and "Traceback" not in err
+
+
+def test_ca_bundle_from_the_option_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    from h2o_sdk.testing import serve
+
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with serve(pace=0, ssl_context=context) as server:
+        assert main(["--base-url", server.url, "--ca-bundle", str(bundle), "Hi"]) == 0
+        monkeypatch.setenv("H2O_SDK_CA_BUNDLE", str(bundle))
+        assert main(["--base-url", server.url, "Hi"]) == 0
+        assert server.live_conversations == 0
+
+
+def test_an_unknown_model_is_named(server: ChatServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--base-url", server.url, "--model", "no/such-model", "Hi"]) == 1
+    err = capsys.readouterr().err
+    assert "'no/such-model'" in err and "Internal Error" in err
+
+
+def test_the_offline_default_service_says_what_to_do(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:  # never touch the network: the DNS lookup fails
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.delenv("H2O_SDK_BASE_URL", raising=False)
+    assert main(["--timeout", "2", "Hi"]) == 1
+    err = capsys.readouterr().err
+    assert "offline since 2023" in err and "--base-url" in err and "--local" in err
