@@ -727,6 +727,15 @@ class _Adapter(requests.adapters.HTTPAdapter):
             manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
 
+    def close(self) -> None:
+        # urllib3 2.8's PoolManager.clear() only forgets its pools and leaves their
+        # idle sockets to the garbage collector; close them now (found by the soak test).
+        managers = [self.poolmanager, *self.proxy_manager.values()]
+        pools = [manager.pools[key] for manager in managers for key in list(manager.pools.keys())]
+        super().close()
+        for pool in pools:
+            pool.close()
+
     def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: bool | str,
                                              cert: Any = None) -> Any:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
