@@ -14,48 +14,62 @@ Importing the package does no I/O and starts nothing.
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
-from ._conversation import Conversation
-from ._exceptions import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    GenerationError,
-    H2oError,
-    IncompleteStreamError,
-    InternalServerError,
-    NotFoundError,
-    PermissionDeniedError,
-    ProtocolError,
-    RateLimitError,
-    SessionCookieError,
-    StreamError,
-    UnprocessableEntityError,
-)
-from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, format_prompt
-from ._stream import Stream
-from ._types import Reply, Timeout, Token
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._async_client import AsyncClient, AsyncConversation, AsyncStream
+    from ._client import Client
+    from ._conversation import Conversation
+    from ._exceptions import (
+        APIConnectionError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        GenerationError,
+        H2oError,
+        IncompleteStreamError,
+        InternalServerError,
+        NotFoundError,
+        PermissionDeniedError,
+        ProtocolError,
+        RateLimitError,
+        SessionCookieError,
+        StreamError,
+        UnprocessableEntityError,
+    )
+    from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, format_prompt
     from ._provider import H2o
+    from ._stream import Stream
+    from ._types import Reply, Timeout, Token
 
 logging.getLogger("h2o_sdk").addHandler(logging.NullHandler())
 
-_LAZY = {
-    "AsyncClient": "_async_client",
-    "AsyncConversation": "_async_client",
-    "AsyncStream": "_async_client",
+# Where each public name lives. Nothing is imported until a name is used, so
+# `import h2o_sdk` (and the pytest plugin, which every pytest process where the
+# SDK is installed loads) costs nothing; requests and anyio load on first use.
+_MODULES = {
+    **dict.fromkeys(("AsyncClient", "AsyncConversation", "AsyncStream"), "_async_client"),
+    "Client": "_client",
+    "Conversation": "_conversation",
+    **dict.fromkeys(
+        (
+            "APIConnectionError", "APIStatusError", "APITimeoutError", "AuthenticationError", "BadRequestError",
+            "GenerationError", "H2oError", "IncompleteStreamError", "InternalServerError", "NotFoundError",
+            "PermissionDeniedError", "ProtocolError", "RateLimitError", "SessionCookieError", "StreamError",
+            "UnprocessableEntityError",
+        ),
+        "_exceptions",
+    ),
+    **dict.fromkeys(("DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "format_prompt"), "_protocol"),
     "H2o": "_provider",
+    "Stream": "_stream",
+    **dict.fromkeys(("Reply", "Timeout", "Token"), "_types"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    # The async layer imports anyio: load it only when it is used.
-    module = _LAZY.get(name)
+    module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module 'h2o_sdk' has no attribute {name!r}")
     import importlib
@@ -63,6 +77,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"h2o_sdk.{module}"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "APIConnectionError",

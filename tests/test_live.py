@@ -252,3 +252,19 @@ def test_cli_as_a_subprocess_reads_stdin() -> None:
                           input="Write a haiku about rivers", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Here is a") and done.stderr == ""
+
+
+@pytest.mark.h2o_server(reply="Marked reply.", require_welcome=False)
+def test_pytest_plugin_takes_serve_options_from_a_marker(h2o_server: ChatServer, h2o_client: Client) -> None:
+    assert h2o_client.chat("Hi").text == "Marked reply."
+    assert h2o_server.pace == 0 and h2o_server.require_welcome is False
+
+
+def test_the_pytest_plugin_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, h2o_sdk.testing.pytest_plugin; print(sorted(m for m in ('requests', 'urllib3', 'anyio', "
+            "'sseclient', 'h2o_sdk._client', 'h2o_sdk.testing._server', 'http.server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

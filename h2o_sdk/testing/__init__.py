@@ -14,7 +14,26 @@ It binds 127.0.0.1 by default and speaks the chat-ui 0.4 + TGI protocol of
 and never imports the client's protocol code.
 """
 
-from ._replies import default_reply, tokenize
-from ._server import MODELS, ChatServer, Fault, Record, serve
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._replies import default_reply, tokenize
+    from ._server import MODELS, ChatServer, Fault, Record, serve
+
+# Loaded on first use: the pytest plugin imports this package in every pytest process.
+_MODULES = {"default_reply": "_replies", "tokenize": "_replies", "MODELS": "_server", "ChatServer": "_server",
+            "Fault": "_server", "Record": "_server", "serve": "_server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'h2o_sdk.testing' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"h2o_sdk.testing.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["MODELS", "ChatServer", "Fault", "Record", "default_reply", "serve", "tokenize"]

@@ -2,7 +2,14 @@
 
 ``h2o_server`` yields a running local emulator (no pacing, so tests are fast);
 ``h2o_client`` yields a :class:`h2o_sdk.Client` bound to it. After the test,
-``h2o_server`` fails the test if any conversation was left alive.
+``h2o_server`` fails the test if any conversation was left alive. Options of
+:func:`h2o_sdk.testing.serve` come from a marker::
+
+    @pytest.mark.h2o_server(reply="Hello.", faults=[Fault(drop_after=2)])
+    def test_my_bot(h2o_client): ...
+
+Loading the plugin imports nothing of the SDK: it is loaded by every pytest
+process where h2o_sdk is installed.
 """
 
 from __future__ import annotations
@@ -17,12 +24,18 @@ if TYPE_CHECKING:
     from h2o_sdk.testing import ChatServer
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "h2o_server(**options): options of h2o_sdk.testing.serve for h2o_server")
+
+
 @pytest.fixture
-def h2o_server() -> Iterator[ChatServer]:
-    """A running local chat-ui emulator on 127.0.0.1 with ``pace=0``."""
+def h2o_server(request: pytest.FixtureRequest) -> Iterator[ChatServer]:
+    """A running local chat-ui emulator on 127.0.0.1 (``pace=0`` unless the marker says otherwise)."""
     from h2o_sdk.testing import serve
 
-    with serve(pace=0) as server:
+    marker = request.node.get_closest_marker("h2o_server")
+    options = {"pace": 0, **(marker.kwargs if marker is not None else {})}
+    with serve(**options) as server:
         yield server
         leaked = server.live_conversations
     if leaked:
