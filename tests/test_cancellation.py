@@ -203,3 +203,53 @@ def test_close_aborts_a_stream_running_in_another_thread_and_deletes_its_convers
     thread.join(10)
     assert not thread.is_alive() and isinstance(errors[0], IncompleteStreamError)
     assert steps(server)[-2:] == ["stop", "delete"]
+
+
+# -- gaps that mutations survived -----------------------------------------------------------
+
+
+def test_tokens_read_while_draining_after_a_stop_are_kept_in_history(server: ChatServer) -> None:
+    # The stop takes effect only after 0.3 s: the tokens the server sends meanwhile are
+    # stored with the turn, so history must have them too.
+    server.reply = LONG
+    server.pace = 0.02
+    server.inject(Fault(step="stop", delay=0.3))
+    with Client(server.url) as client, client.conversation() as conversation:
+        stream = conversation.stream("Hi")
+        seen = [next(stream), next(stream)]
+        stream.close()
+        assert conversation.id is not None
+        stored = server.conversation(conversation.id)
+        assert stored is not None
+        kept = stored["messages"][-1]["content"]
+        assert conversation.history[-1]["content"] == kept
+        assert len(kept) > len("".join(seen))  # more than what the caller had read
+
+
+@pytest.mark.anyio
+async def test_aclose_from_a_cancelled_scope_still_cleans_up(server: ChatServer, aclient: AsyncClient) -> None:
+    server.inject(Fault(stall=30, stall_after=1))
+    with anyio.CancelScope() as scope:
+        stream = aclient.stream("Hi")
+        async for _ in stream:
+            scope.cancel()
+            await stream.aclose()  # shielded: it returns only once the cleanup ran
+            assert steps(server)[-2:] == ["stop", "delete"]
+            break
+    assert scope.cancel_called
+
+
+@pytest.mark.anyio
+async def test_the_reader_thread_closes_its_stream_when_the_consumer_stops(server: ChatServer) -> None:
+    # With a full buffer the reader thread leaves its loop without an exception: it must close
+    # the blocking stream itself (stop-generating, delete), not leave it to the GC.
+    server.reply = LONG
+    server.pace = 0.005
+    async with AsyncClient(server.url, buffer_size=1) as client:
+        stream = client.stream("Hi")
+        async for _ in stream:
+            await anyio.sleep(0.3)  # the thread fills the buffer and waits
+            break
+        await stream.aclose()
+        assert steps(server)[-2:] == ["stop", "delete"]
+        assert stream._stream._state.exchange.phase.value == "closed"  # type: ignore[attr-defined]
