@@ -422,15 +422,16 @@ def memory(report: Report, tokens: int) -> None:
 def import_time(report: Report, runs: int) -> None:
     print("7. import time", flush=True)
 
-    def cost(module: str) -> float:
-        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    def cost(statement: str) -> float:
+        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
         return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                         check=True).stdout) for _ in range(runs))
 
-    base, ours = cost("requests"), cost("h2o_sdk")
+    # `import h2o_sdk` alone loads nothing (names resolve on first use): time what a script does.
+    base, ours = cost("import requests"), cost("from h2o_sdk import Client")
     extra = (ours - base) * 1e3
-    report.add("import h2o_sdk vs import requests", f"{ours * 1e3:.0f} vs {base * 1e3:.0f} ms (+{extra:.0f} ms)",
-               "<= +30 ms", extra <= 30)
+    report.add("from h2o_sdk import Client vs import requests",
+               f"{ours * 1e3:.0f} vs {base * 1e3:.0f} ms (+{extra:.0f} ms)", "<= +30 ms", extra <= 30)
 
 
 def _pct(values: list[float], pct: float) -> float:
