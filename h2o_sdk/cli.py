@@ -20,7 +20,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from . import APIStatusError, H2oError, StreamError, __version__
@@ -41,51 +41,27 @@ _EXAMPLES = """examples:
 """
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TIMEOUT:g} seconds, not {text}")
-    return value
+def _value(convert: Callable[[str], Any], valid: Callable[[Any], bool], kind: str, rule: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert`` the text, then insist on ``valid`` (a usage error otherwise)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+        return value
+
+    return parse
 
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return value
-
-
-def _pace(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {text}")
-    return value
+_seconds = _value(float, lambda v: math.isfinite(v) and 0 < v <= MAX_TIMEOUT, "a number of seconds",
+                  f"above 0 and at most {MAX_TIMEOUT:g} seconds")
+_finite = _value(float, math.isfinite, "a number", "a finite number")
+_pace = _value(float, lambda v: math.isfinite(v) and v >= 0, "a number of seconds", "0 or more seconds")
+_positive = _value(int, lambda v: v >= 1, "a whole number", "1 or more")
+_port = _value(int, lambda v: 0 <= v <= 65535, "a port number", "from 0 to 65535")
 
 
 def _ca_bundle(text: str) -> str:

@@ -59,6 +59,18 @@ def random_fault(rng: random.Random) -> Fault | None:
     return None
 
 
+def inject_random_fault(server: ChatServer, rng: random.Random) -> None:
+    fault = random_fault(rng)
+    if fault is not None:
+        server.inject(fault)
+
+
+def forget_faults(server: ChatServer) -> None:
+    """A fault not met (e.g. no stop was sent) must not leak into the next chat."""
+    with server._lock:
+        server._injected.clear()
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
 
@@ -133,13 +145,10 @@ def test_soak_blocking(server: ChatServer, baseline: tuple[int, int]) -> None:
         for _ in range(CHATS):
             if time.monotonic() > deadline:
                 break
-            fault = random_fault(rng)
-            if fault is not None:
-                server.inject(fault)
+            inject_random_fault(server, rng)
             blocking_chat(client, rng)
             runs += 1
-            with server._lock:  # an injected fault not met (e.g. no stop was sent) must not leak to the next chat
-                server._injected.clear()
+            forget_faults(server)
     finally:
         client.close()
     assert runs >= CHATS // 2, f"seed {SEED}: only {runs} chats in {TIME_LIMIT} s"
@@ -152,9 +161,7 @@ async def async_chats(url: str, rng: random.Random, server: ChatServer, deadline
         for _ in range(ASYNC_CHATS):
             if time.monotonic() > deadline:
                 break
-            fault = random_fault(rng)
-            if fault is not None:
-                server.inject(fault)
+            inject_random_fault(server, rng)
             how = rng.choice(["finish", "cancel", "break", "conversation", "raise"])
             exit_after = rng.randint(0, 12)
             try:
@@ -179,8 +186,7 @@ async def async_chats(url: str, rng: random.Random, server: ChatServer, deadline
             except (H2oError, CallerBug):
                 pass
             runs += 1
-            with server._lock:
-                server._injected.clear()
+            forget_faults(server)
     return runs
 
 
