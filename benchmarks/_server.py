@@ -5,7 +5,7 @@ so that the server is never the bottleneck. Each token's text carries the
 server's ``time.monotonic_ns()`` at the moment it was written (the clock is
 shared by processes on one machine), so the client can measure latency.
 
-    python -m benchmarks._server --tokens 1000 --pace 0.01 [--close-delimited]
+    python -m benchmarks._server --tokens 1000 --pace 0.01 [--close-delimited] [--tls CERT_AND_KEY.pem]
 
 prints ``port N`` once it listens on 127.0.0.1.
 """
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import ssl
 import time
 
 _COOKIE = b"set-cookie: hf-chat=bench; Path=/; HttpOnly; SameSite=Lax\r\n"
@@ -107,9 +108,14 @@ async def main() -> None:
     parser.add_argument("--pace", type=float, default=0.0)
     parser.add_argument("--close-delimited", action="store_true")
     parser.add_argument("--stall", action="store_true")
+    parser.add_argument("--tls", metavar="PEM", help="serve https with this certificate and key")
     options = parser.parse_args()
     bench = Bench(options.tokens, options.pace, options.close_delimited, options.stall)
-    server = await asyncio.start_server(bench.handle, "127.0.0.1", 0, backlog=4096)
+    context = None
+    if options.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(options.tls)
+    server = await asyncio.start_server(bench.handle, "127.0.0.1", 0, backlog=4096, ssl=context)
     print("port", server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()

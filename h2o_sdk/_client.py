@@ -736,6 +736,13 @@ class _Adapter(requests.adapters.HTTPAdapter):
         for pool in pools:
             pool.close()
 
+    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        # requests puts the bundle's path back on the pool, and urllib3 would then load
+        # it into the shared context again for every connection: the context has it.
+        if url.lower().startswith("https"):
+            conn.ca_certs = conn.ca_cert_dir = None
+
     def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: bool | str,
                                              cert: Any = None) -> Any:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
