@@ -269,8 +269,10 @@ class Client(Resource):
         for conversation in list(self._conversations):
             conversation.close()
         deadline = time.monotonic() + self.timeout.cleanup
+        here = threading.current_thread()
         for turn in turns:
-            # A turn of this very thread (close() inside its loop) cleans up after this returns.
+            if turn.thread is here:
+                continue  # close() inside that stream's own loop: it cleans up once the loop goes on
             if not turn.done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("a stream of conversation %s was still cleaning up at close()", turn.conversation_id)
         if self._owns_session:

@@ -317,6 +317,7 @@ class Turn:
         self.conversation_id: str | None = None
         self.stored: str | None = None
         self.done = threading.Event()
+        self.thread: threading.Thread | None = None  # the thread driving the turn
 
     def fire(self, event: Event) -> Phase:
         """Move to the phase ``event`` leads to.
@@ -356,6 +357,7 @@ class Turn:
             raise IncompleteStreamError("the stream was aborted")
         if self._owner is not None:
             self._owner.begin()
+        self.thread = threading.current_thread()
         transport.track(self)
         try:
             return self._open()

@@ -253,3 +253,14 @@ async def test_the_reader_thread_closes_its_stream_when_the_consumer_stops(serve
         await stream.aclose()
         assert steps(server)[-2:] == ["stop", "delete"]
         assert stream._stream._state.exchange.phase.value == "closed"  # type: ignore[attr-defined]
+
+
+def test_close_inside_a_streams_own_loop_does_not_wait_for_it(server: ChatServer) -> None:
+    server.pace = 0.05
+    client = Client(server.url, timeout=Timeout(cleanup=30))
+    started = time.monotonic()
+    with pytest.raises(IncompleteStreamError, match="aborted"):
+        for _ in client.stream("Hi"):
+            client.close()  # returns at once; the stream then ends, cleaned up
+    assert time.monotonic() - started < 10  # not the 30 s cleanup deadline
+    assert steps(server)[-2:] == ["stop", "delete"]
