@@ -141,6 +141,10 @@ class AsyncClient(AsyncResource):
             await anyio.to_thread.run_sync(self.client.close)
 
 
+    async def wait_cleanup(self, timeout: float | None = None) -> bool:
+        """Wait until the cleanup running in the background has been sent (see :meth:`Client.wait_cleanup`)."""
+        return await anyio.to_thread.run_sync(self.client.wait_cleanup, timeout)
+
     def __repr__(self) -> str:
         return f"<AsyncClient {self.base_url} model={self.model!r}>"
 

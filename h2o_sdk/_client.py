@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
@@ -43,7 +43,7 @@ from ._exceptions import (
     parse_retry_after,
     status_error,
 )
-from ._lifecycle import Abort, Turn
+from ._lifecycle import Abort, Cleaner, Step, Turn
 from ._protocol import Messages
 from ._resource import Resource
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
@@ -184,6 +184,7 @@ class Client(Resource):
         self._turns_lock = threading.Lock()
         self._turns: set[Turn] = set()
         self._conversations: weakref.WeakSet[Conversation] = weakref.WeakSet()
+        self._cleaner = Cleaner(self)
 
     # -- public API -------------------------------------------------------
 
@@ -255,7 +256,9 @@ class Client(Resource):
 
         Streams still running (in other threads) are aborted and their
         conversations stopped and deleted; open conversations are deleted
-        (unless made with ``keep=True``); all of it within ``Timeout.cleanup``.
+        (unless made with ``keep=True``); the deletes still running in the
+        background finish, and one that failed is tried once more; all of it
+        within ``Timeout.cleanup``.
         Afterwards every use of the client, its streams and conversations
         raises ``ValueError``.
         """
@@ -275,8 +278,27 @@ class Client(Resource):
                 continue  # close() inside that stream's own loop: it cleans up once the loop goes on
             if not turn.done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("a stream of conversation %s was still cleaning up at close()", turn.conversation_id)
+        self._cleaner.close(deadline)  # the deletes in the background, and a retry of any that failed
         if self._owns_session:
             self._session.close()
+
+    def wait_cleanup(self, timeout: float | None = None) -> bool:
+        """Wait until the cleanup running in the background has been sent.
+
+        A stream ends for the caller when its reply has ended; its
+        conversation is deleted (after a stop-generating, if it was cut short)
+        by a background thread, on a connection of its own. Tests that look
+        at the server right after a call, and code about to fork, wait here;
+        :meth:`close` always does.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: ``Timeout.cleanup``.
+
+        Returns:
+            ``True`` once nothing is pending, ``False`` if the time ran out.
+        """
+        limit = self.timeout.cleanup if timeout is None else timeout
+        return self._cleaner.wait(time.monotonic() + limit)
 
     def __repr__(self) -> str:
         return f"<Client {self.base_url} model={self.model!r}>"
@@ -331,14 +353,12 @@ class Client(Resource):
             if self._closed and self._owns_session:
                 self._session.close()
 
+    def defer(self, conversation_id: str, steps: Sequence[Step]) -> None:
+        self._cleaner.submit(conversation_id, steps)
+
     def _delete(self, conversation_id: str) -> None:
-        """Delete a conversation within the cleanup timeout; log, never raise."""
-        try:
-            self.cleanup_request(
-                "DELETE", _protocol.conversation_path(conversation_id), time.monotonic() + self.timeout.cleanup
-            )
-        except Exception as exc:
-            logger.warning("could not delete conversation %s: %s", conversation_id, exc)
+        """Delete a conversation in the background (``close()`` waits for it); never raises."""
+        self.defer(conversation_id, [_lifecycle.delete_step(conversation_id)])
 
     def _accept_settings(self, abort: Abort | None = None, *, again: bool = False) -> None:
         """Accept the welcome modal once per session (protocol.md 1, 2.3)."""

@@ -15,17 +15,25 @@ wakes a blocked ``recv`` in another thread) and interrupts backoff sleeps.
 While a conversation is being created the socket is never cut: the server may
 have created it already, and only its answer tells the id to delete; the turn
 finishes that request in the background and deletes what it created.
+
+What the caller need not wait for (a one-shot turn's stop-generating and
+delete, a conversation's delete) is handed to the client's :class:`Cleaner`, a
+thread of its own: a reply ends for the caller when its last event arrives,
+not a round trip later. ``Client.close()`` and interpreter exit wait for it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,7 +41,9 @@ from . import _protocol
 from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
 from ._types import Timeout
 
-__all__ = ["CLEANUP", "TRANSITIONS", "Abort", "Cleanup", "Event", "Owner", "Phase", "Transport", "Turn"]
+__all__ = [
+    "CLEANUP", "TRANSITIONS", "Abort", "Cleaner", "Cleanup", "Event", "Owner", "Phase", "Transport", "Turn", "wait_idle",
+]
 
 logger = logging.getLogger("h2o_sdk")
 
@@ -255,6 +265,10 @@ class Transport(Protocol):
         """One cleanup request, bounded by ``deadline``; raises ``H2oError`` on failure."""
         ...
 
+    def defer(self, conversation_id: str, steps: Sequence[Step]) -> None:
+        """Run cleanup ``steps`` off the caller's path (the client's :class:`Cleaner`)."""
+        ...
+
     def track(self, turn: Turn) -> None:
         """A turn started (the client aborts and awaits it on close)."""
         ...
@@ -421,26 +435,27 @@ class Turn:
             self.fire(Event(event))
         cleanup = CLEANUP[self.phase]
         transport, conversation_id, body = self._transport, self.conversation_id, self._body
-        start = time.monotonic()
-        deadline = start + transport.timeout.cleanup
-        delete = self._owner is None and conversation_id is not None
+        deadline = time.monotonic() + transport.timeout.cleanup
+        later: list[Step] = []
         try:
-            if cleanup.stop and conversation_id is not None:
-                # A delete follows a one-shot turn's stop: it keeps half of the budget.
-                stop_by = start + transport.timeout.cleanup / 2 if delete else deadline
-                self._step("stop generating in", "POST", _protocol.stop_generating_path(conversation_id), stop_by)
-            if cleanup.drain and self._keep_partial and body is not None and drain is not None:
-                body.set_deadline(deadline)
-                with contextlib.suppress(Exception):
-                    drain()
+            if conversation_id is not None and self._owner is None:
+                # A one-shot turn: the caller waits for none of it.
+                later = [*([stop_step(conversation_id)] if cleanup.stop else []), delete_step(conversation_id)]
+            elif conversation_id is not None and cleanup.stop:
+                # A conversation's turn reads on after the stop, so history is what the server kept.
+                run_steps(transport, conversation_id, [stop_step(conversation_id)], deadline)
+                if cleanup.drain and self._keep_partial and body is not None and drain is not None:
+                    body.set_deadline(deadline)
+                    with contextlib.suppress(Exception):
+                        drain()
         finally:
             self._abort.detach()
             if body is not None:
                 body.close(reuse=self.phase is Phase.COMPLETED)
             try:
-                if delete:
+                if later:
                     assert conversation_id is not None
-                    self._step("delete", "DELETE", _protocol.conversation_path(conversation_id), deadline)
+                    transport.defer(conversation_id, later)
             finally:
                 self.stored = cleanup.stored
                 self.fire(Event.CLEANED)
@@ -453,14 +468,134 @@ class Turn:
     def delete_abandoned(self) -> None:
         """Delete a conversation created for an owner that closed meanwhile (never raises)."""
         if self.conversation_id is not None:
-            deadline = time.monotonic() + self._transport.timeout.cleanup
-            self._step("delete", "DELETE", _protocol.conversation_path(self.conversation_id), deadline)
+            self._transport.defer(self.conversation_id, [delete_step(self.conversation_id)])
 
-    def _step(self, what: str, method: str, path: str, deadline: float) -> None:
+Step = tuple[str, str, str]
+"""One cleanup request: what it does (for the log), its method and its path."""
+
+
+def stop_step(conversation_id: str) -> Step:
+    return "stop generating in", "POST", _protocol.stop_generating_path(conversation_id)
+
+
+def delete_step(conversation_id: str) -> Step:
+    return "delete", "DELETE", _protocol.conversation_path(conversation_id)
+
+
+def run_steps(transport: Transport, conversation_id: str, steps: Sequence[Step], deadline: float) -> bool:
+    """Send ``steps`` in order within ``deadline``; log failures, never raise an ``Exception``.
+
+    A stop followed by a delete keeps half of the time for the delete.
+
+    Returns:
+        ``True`` if every step succeeded.
+    """
+    ok = True
+    start = time.monotonic()
+    for index, (what, method, path) in enumerate(steps):
+        step_deadline = deadline
+        if index < len(steps) - 1:
+            step_deadline = min(deadline, start + (deadline - start) / 2)
         try:
-            self._transport.cleanup_request(method, path, deadline)
+            transport.cleanup_request(method, path, step_deadline)
         except Exception as exc:  # cleanup must not replace what is propagating
-            logger.warning("could not %s conversation %s: %s", what, self.conversation_id, exc)
+            ok = False
+            logger.warning("could not %s conversation %s: %s", what, conversation_id, exc)
+    return ok
+
+
+# Seconds an idle cleaner thread waits for more work before it exits.
+_IDLE = 2.0
+_cleaners: weakref.WeakSet[Cleaner] = weakref.WeakSet()
+
+
+class Cleaner:
+    """Runs cleanup requests off the caller's path, in order, on a thread of its own.
+
+    The thread starts with the first job and ends after a while without one.
+    :meth:`drain` waits for the jobs (``Client.close()``, and interpreter
+    exit), then retries once each job that failed.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._cond = threading.Condition()
+        self._jobs: deque[tuple[str, Sequence[Step]]] = deque()
+        self._running = 0
+        self._failed: list[tuple[str, Sequence[Step]]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _cleaners.add(self)
+
+    def submit(self, conversation_id: str, steps: Sequence[Step]) -> None:
+        with self._cond:
+            self._jobs.append((conversation_id, steps))
+            self._cond.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="h2o-sdk-cleaner", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    if self._closed or not self._cond.wait(_IDLE) and not self._jobs:
+                        self._thread = None
+                        self._cond.notify_all()
+                        return
+                job = self._jobs.popleft()
+                self._running += 1
+            conversation_id, steps = job
+            ok = run_steps(self._transport, conversation_id, steps, time.monotonic() + self._transport.timeout.cleanup)
+            with self._cond:
+                self._running -= 1
+                if not ok:
+                    self._failed.append(job)
+                self._cond.notify_all()
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until no job is pending or running; ``False`` if ``deadline`` came first."""
+        with self._cond:
+            while self._jobs or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def drain(self, deadline: float) -> None:
+        """Wait for every job until ``deadline``, then retry the failed ones once."""
+        if not self.wait(deadline):
+            with self._cond:
+                logger.warning("%d cleanup request(s) still pending", len(self._jobs) + self._running)
+            return
+        with self._cond:
+            failed, self._failed = self._failed, []
+        for conversation_id, steps in failed:
+            run_steps(self._transport, conversation_id, steps[-1:], deadline)  # the delete: what must happen
+
+    def close(self, deadline: float) -> None:
+        """:meth:`drain`, then end the thread."""
+        self.drain(deadline)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def wait_idle(timeout: float = 10.0) -> bool:
+    """Wait until every client's cleaner is idle (for tests); ``True`` if all are."""
+    end = time.monotonic() + timeout
+    return all(cleaner.wait(end) for cleaner in list(_cleaners))
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Daemon threads still run while atexit handlers do: let the cleaners finish.
+    for cleaner in list(_cleaners):
+        cleaner.drain(time.monotonic() + cleaner._transport.timeout.cleanup)
 
 
 def _failure(exc: BaseException, aborted: bool) -> Event:

@@ -119,7 +119,10 @@ def numbered_server(rest: str = " is here.") -> Iterator[Any]:
 
 
 def calls(mock: responses.RequestsMock) -> list[tuple[str, str]]:
-    """``(method, path)`` of every request the mock saw, in order."""
+    """``(method, path)`` of every request the mock saw, in order, once the background cleanup has run."""
+    from h2o_sdk._lifecycle import wait_idle
+
+    assert wait_idle()
     out = []
     for call in mock.calls:
         assert call.request.url is not None and call.request.method is not None

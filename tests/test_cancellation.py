@@ -63,6 +63,7 @@ async def test_a_conversation_closed_from_a_cancelled_scope_is_deleted(
                 await anyio.sleep(30)
     except TimeoutError:
         pass
+    assert await aclient.wait_cleanup()  # the delete runs in the background
     assert conversation_id is not None and server.conversation(conversation_id) is None
     assert steps(server)[-1] == "delete"
 
@@ -78,7 +79,7 @@ async def test_cancelling_while_a_request_waits_for_its_answer_is_prompt(
         async for _ in aclient.stream("Hi"):
             pass
     assert time.monotonic() - started < 10  # not the 20 s delay
-    assert server.live_conversations == 0
+    assert await aclient.wait_cleanup() and server.live_conversations == 0
     if step == "prompt":
         assert steps(server)[-2:] == ["stop", "delete"]  # the server may be generating: stopped, deleted
     else:

@@ -137,6 +137,7 @@ def test_settings_accepted_once_per_client_and_model_override(mock: responses.Re
     add_prompt(mock, reply_events(["ok"]), cid="a" * 24)
     add_delete(mock, cid="a" * 24)
     assert client.chat("one").text == TEXT
+    assert client.wait_cleanup()  # the mock answers in order: let the background delete go first
     assert client.chat("two", model="other/model").text == "ok"
     assert [c for c in calls(mock) if c[1] == "/settings"] == [("POST", "/settings")]
 
@@ -294,10 +295,11 @@ def test_cleanup_is_bounded_by_the_cleanup_timeout(mock: responses.RequestsMock,
     add_create(mock)
     add_prompt(mock, status=422, json={"error": "bad"})
     add_delete(mock, status=429, headers={"Retry-After": "30"}, json={"message": "later"})
+    add_delete(mock)
     with Client(BASE, timeout=h2o_sdk.Timeout(cleanup=1.0)) as client, pytest.raises(UnprocessableEntityError):
         client.chat("Hi")
     assert sleeps == []  # a 30 s Retry-After does not fit in a 1 s cleanup budget
-    assert calls(mock) == [*FLOW, DELETE]
+    assert calls(mock) == [*FLOW, DELETE, DELETE]  # the failed delete tried once more by close()
 
 
 # -- errors and retries -----------------------------------------------------------------
@@ -405,6 +407,7 @@ def test_prompt_not_retried_after_a_refusal_or_a_read_timeout(mock: responses.Re
     with pytest.raises(UnprocessableEntityError) as info:
         client.chat("Hi")
     assert info.value.error_type == "validation"
+    assert client.wait_cleanup()
     add_create(mock)
     mock.add(responses.POST, f"{BASE}/conversation/{CID}", body=requests.ReadTimeout("slow"))
     add_stop(mock)
@@ -564,6 +567,7 @@ def test_every_split_offset_through_urllib3(mock: responses.RequestsMock, client
         add_prompt(mock, [body[:cut], body[cut:]])
         add_delete(mock)
         assert client.chat("Hi").text == "".join(words), cut
+        assert client.wait_cleanup()
 
 
 def test_tokens_are_yielded_as_their_bytes_arrive(mock: responses.RequestsMock, client: Client) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from h2o_sdk import APIConnectionError, APIStatusError, APITimeoutError, IncompleteStreamError
-from h2o_sdk._lifecycle import CLEANUP, TRANSITIONS, Abort, Event, Phase, Turn
+from h2o_sdk._lifecycle import CLEANUP, TRANSITIONS, Abort, Event, Phase, Turn, run_steps
 
 P, E = Phase, Event
 
@@ -97,6 +98,7 @@ class FakeTransport:
         self.sent: list[tuple[str, str]] = []
         self._create, self._prompt, self._cleanup = create, prompt, cleanup
         self.tracked: set[Turn] = set()
+        self.deferred: list[str] = []
 
     def check_open(self) -> None:
         pass
@@ -126,6 +128,11 @@ class FakeTransport:
         self.sent.append((method, path))
         if isinstance(self._cleanup, BaseException):
             raise self._cleanup
+
+    def defer(self, conversation_id: str, steps: Any) -> None:
+        # The client's Cleaner runs these in the background; here, at once and in order.
+        self.deferred.append(conversation_id)
+        run_steps(self, conversation_id, steps, time.monotonic() + 2)
 
 
 class FakeBody:
@@ -223,6 +230,7 @@ def test_finish_of_a_one_shot_turn(event: str, requests: list[tuple[str, str]], 
     seen: list[bool] = []
     assert turn.finish(event, lambda: seen.append(True)) == stored
     assert transport.sent[2:] == requests and bool(seen) is drained
+    assert transport.deferred == ["c1"]  # all of a one-shot turn's cleanup is off the caller's path
     assert body.closed is (event == "final")  # only a finished body goes back to the pool
 
 

@@ -1,0 +1,90 @@
+"""Cleanup off the caller's path (issue 14): the background cleaner, close() and interpreter exit."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from h2o_sdk import AsyncClient, Client, Timeout
+from h2o_sdk.testing import ChatServer, Fault, serve
+
+from .test_live import REPLY, steps
+
+
+@pytest.fixture
+def server() -> Iterator[ChatServer]:
+    with serve(pace=0, reply=REPLY) as s:
+        yield s
+        assert s.live_conversations == 0
+
+
+def answered(server: ChatServer, method: str) -> int:
+    return sum(1 for m, _ in server.paths() if m == method)
+
+
+def test_a_chat_returns_before_its_delete_is_answered(server: ChatServer) -> None:
+    server.inject(Fault(step="delete", delay=1.5))
+    with Client(server.url) as client:
+        assert client.chat("Hi").text == REPLY
+        assert answered(server, "DELETE") == 0  # returned while the delete was still under way
+        assert server.live_conversations == 1
+        assert client.wait_cleanup()
+        assert answered(server, "DELETE") == 1 and server.live_conversations == 0
+
+
+def test_break_returns_before_the_stop_is_answered_and_both_still_go_out(server: ChatServer) -> None:
+    server.pace = 0.05
+    server.inject(Fault(step="stop", delay=1.5))
+    with Client(server.url) as client:
+        for _ in client.stream("Hi"):
+            break
+        assert answered(server, "POST") == 3  # settings, create, prompt: the stop is not answered yet
+    assert steps(server)[-2:] == ["stop", "delete"]  # close() waited for both, in order
+
+
+def test_close_waits_for_the_pending_deletes_within_the_cleanup_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    with serve(pace=0, reply=REPLY) as server:
+        server.inject(Fault(step="delete", delay=20))
+        client = Client(server.url, timeout=Timeout(cleanup=1))
+        client.chat("Hi")
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="h2o_sdk"):
+            client.close()
+        assert time.monotonic() - started < 10  # not the 20 s the delete hangs
+        assert "still pending" in caplog.text
+
+
+def test_interpreter_exit_waits_for_the_pending_deletes(server: ChatServer) -> None:
+    # A script that never closes its client: the delete still happens, at exit.
+    server.inject(Fault(step="delete", delay=0.5))
+    code = f"import h2o_sdk; print(h2o_sdk.Client({server.url!r}).chat('Hi').text)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == REPLY, done.stderr
+    assert answered(server, "DELETE") == 1 and server.live_conversations == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_async_chat_returns_before_its_delete_is_answered(server: ChatServer, anyio_backend: str) -> None:
+    server.inject(Fault(step="delete", delay=1.5))
+    async with AsyncClient(server.url) as client:
+        assert (await client.chat("Hi")).text == REPLY
+        assert answered(server, "DELETE") == 0
+        assert await client.wait_cleanup()
+        assert server.live_conversations == 0
+    await anyio.lowlevel.checkpoint()
+
+
+def test_the_cleaner_thread_ends_with_close(server: ChatServer) -> None:
+    import threading
+
+    client = Client(server.url)
+    client.chat("Hi")
+    client.close()
+    assert not [t for t in threading.enumerate() if t.name == "h2o-sdk-cleaner"]
