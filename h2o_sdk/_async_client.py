@@ -49,6 +49,7 @@ class ClientOptions(TypedDict, total=False):
     verify: bool | str
     max_event_size: int
     max_connections: int
+    prefetch: int
 
 
 class AsyncClient(AsyncResource):
@@ -140,6 +141,10 @@ class AsyncClient(AsyncResource):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.client.close)
 
+
+    async def connect(self) -> None:
+        """Open the connection, accept the welcome modal and prefetch now (see :meth:`Client.connect`)."""
+        await anyio.to_thread.run_sync(self.client.connect)
 
     async def wait_cleanup(self, timeout: float | None = None) -> bool:
         """Wait until the cleanup running in the background has been sent (see :meth:`Client.wait_cleanup`)."""

@@ -115,6 +115,11 @@ class Client(Resource):
         max_connections: How many connections the client's own session keeps
             open for reuse (raise it for many concurrent streams; ignored
             with ``session=``).
+        prefetch: Keep up to this many conversations created ahead (after the
+            first use or :meth:`connect`, and again while a reply streams), so
+            a prompt goes out at once: one round trip less before the first
+            token. They are deleted at :meth:`close`. Off by default: on a
+            logged-in account a spare empty conversation shows in the chat list.
 
     Raises:
         TypeError, ValueError: An argument is unusable.
@@ -133,6 +138,7 @@ class Client(Resource):
         verify: bool | str | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_connections: int = 10,
+        prefetch: int = 0,
     ) -> None:
         self.base_url, self._auth = _check_base_url(base_url)
         self.model = _check_model(model)
@@ -155,6 +161,9 @@ class Client(Resource):
             self._headers.update(headers)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(f"max_connections must be a positive whole number, not {max_connections!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be a whole number >= 0, not {prefetch!r}")
+        self.prefetch = prefetch
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -185,6 +194,8 @@ class Client(Resource):
         self._turns: set[Turn] = set()
         self._conversations: weakref.WeakSet[Conversation] = weakref.WeakSet()
         self._cleaner = Cleaner(self)
+        self._spares: list[str] = []  # conversations of self.model created ahead
+        self._filling = 0  # prefetch creates under way
 
     # -- public API -------------------------------------------------------
 
@@ -271,6 +282,10 @@ class Client(Resource):
             turn.abort()
         for conversation in list(self._conversations):
             conversation.close()
+        with self._turns_lock:
+            spares, self._spares = self._spares, []
+        for conversation_id in spares:
+            self._delete(conversation_id)
         deadline = time.monotonic() + self.timeout.cleanup
         here = threading.current_thread()
         for turn in turns:
@@ -281,6 +296,31 @@ class Client(Resource):
         self._cleaner.close(deadline)  # the deletes in the background, and a retry of any that failed
         if self._owns_session:
             self._session.close()
+
+    def connect(self) -> None:
+        """Open the connection and accept the welcome modal now, and create the prefetched conversations.
+
+        Otherwise this happens on first use; calling it while the caller is
+        busy with something else (reading the prompt, say) takes those round
+        trips off the first reply's path.
+
+        Raises:
+            ValueError: The client is closed.
+            H2oError: The server refused, or the network failed.
+        """
+        self.check_open()
+        self._accept_settings()
+        while True:
+            with self._turns_lock:
+                if len(self._spares) + self._filling >= self.prefetch or self._closed:
+                    return
+                self._filling += 1
+            try:
+                conversation_id = self.create_conversation(self.model, Abort())
+            finally:
+                with self._turns_lock:
+                    self._filling -= 1
+            self._add_spare(conversation_id)
 
     def wait_cleanup(self, timeout: float | None = None) -> bool:
         """Wait until the cleanup running in the background has been sent.
@@ -355,6 +395,36 @@ class Client(Resource):
 
     def defer(self, conversation_id: str, steps: Sequence[Step]) -> None:
         self._cleaner.submit(conversation_id, steps)
+
+    def take_spare(self, model: str) -> str | None:
+        if not self.prefetch:
+            return None
+        with self._turns_lock:
+            spare = self._spares.pop(0) if model == self.model and self._spares else None
+            wanted = self.prefetch - len(self._spares) - self._filling
+            self._filling += max(wanted, 0)
+        for _ in range(max(wanted, 0)):
+            self._cleaner.call(self._prefetch_one)  # while this reply streams
+        return spare
+
+    def _prefetch_one(self) -> None:
+        try:
+            if not self._closed:
+                self._accept_settings()
+                self._add_spare(self.create_conversation(self.model, Abort()))
+        except Exception as exc:  # the next prompt creates its own conversation
+            logger.info("could not create a conversation ahead: %s", exc)
+        finally:
+            with self._turns_lock:
+                self._filling -= 1
+
+    def _add_spare(self, conversation_id: str) -> None:
+        with self._turns_lock:
+            closed = self._closed
+            if not closed:
+                self._spares.append(conversation_id)
+        if closed:  # made while close() ran: not to be kept
+            self._delete(conversation_id)
 
     def _delete(self, conversation_id: str) -> None:
         """Delete a conversation in the background (``close()`` waits for it); never raises."""

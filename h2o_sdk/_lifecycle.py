@@ -42,7 +42,8 @@ from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamErr
 from ._types import Timeout
 
 __all__ = [
-    "CLEANUP", "TRANSITIONS", "Abort", "Cleaner", "Cleanup", "Event", "Owner", "Phase", "Transport", "Turn", "wait_idle",
+    "CLEANUP", "TRANSITIONS", "Abort", "Cleaner", "Cleanup", "Event", "Owner", "Phase", "Step", "Transport", "Turn",
+    "wait_idle",
 ]
 
 logger = logging.getLogger("h2o_sdk")
@@ -257,6 +258,10 @@ class Transport(Protocol):
         """Create a conversation and return its id."""
         ...
 
+    def take_spare(self, model: str) -> str | None:
+        """A conversation of ``model`` created ahead (``prefetch``), if one is ready."""
+        ...
+
     def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
         """POST the prompt; return its streaming answer once the status line said 2xx."""
         ...
@@ -386,6 +391,13 @@ class Turn:
         transport, abort = self._transport, self._abort
         owner = self._owner
         self.conversation_id = owner.conversation_id() if owner is not None else None
+        if self.conversation_id is None and (spare := transport.take_spare(self._model)) is not None:
+            # Created ahead: the prompt goes out at once.
+            self.conversation_id = spare
+            if owner is not None and not owner.created(spare):
+                self.fire(Event.CUT)
+                self.delete_abandoned()
+                raise ValueError("this conversation is closed")
         if self.conversation_id is None:
             self.fire(Event.CREATE)
             try:
@@ -510,17 +522,19 @@ _cleaners: weakref.WeakSet[Cleaner] = weakref.WeakSet()
 
 
 class Cleaner:
-    """Runs cleanup requests off the caller's path, in order, on a thread of its own.
+    """Runs requests off the caller's path, in order, on a thread of its own.
 
-    The thread starts with the first job and ends after a while without one.
-    :meth:`drain` waits for the jobs (``Client.close()``, and interpreter
-    exit), then retries once each job that failed.
+    Cleanup (stop-generating, delete) and conversations created ahead
+    (``prefetch``) go through it. The thread starts with the first job and
+    ends after a while without one. :meth:`drain` waits for the jobs
+    (``Client.close()``, and interpreter exit), then retries once each
+    cleanup that failed.
     """
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
         self._cond = threading.Condition()
-        self._jobs: deque[tuple[str, Sequence[Step]]] = deque()
+        self._jobs: deque[Callable[[], None]] = deque()
         self._running = 0
         self._failed: list[tuple[str, Sequence[Step]]] = []
         self._thread: threading.Thread | None = None
@@ -528,8 +542,20 @@ class Cleaner:
         _cleaners.add(self)
 
     def submit(self, conversation_id: str, steps: Sequence[Step]) -> None:
+        """Send cleanup ``steps`` in the background; a failure is remembered for :meth:`drain`."""
+
+        def job() -> None:
+            deadline = time.monotonic() + self._transport.timeout.cleanup
+            if not run_steps(self._transport, conversation_id, steps, deadline):
+                with self._cond:
+                    self._failed.append((conversation_id, steps))
+
+        self.call(job)
+
+    def call(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in the background (it must not raise; anything it raises is logged)."""
         with self._cond:
-            self._jobs.append((conversation_id, steps))
+            self._jobs.append(job)
             self._cond.notify()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="h2o-sdk-cleaner", daemon=True)
@@ -539,19 +565,20 @@ class Cleaner:
         while True:
             with self._cond:
                 while not self._jobs:
-                    if self._closed or not self._cond.wait(_IDLE) and not self._jobs:
+                    if self._closed or (not self._cond.wait(_IDLE) and not self._jobs):
                         self._thread = None
                         self._cond.notify_all()
                         return
                 job = self._jobs.popleft()
                 self._running += 1
-            conversation_id, steps = job
-            ok = run_steps(self._transport, conversation_id, steps, time.monotonic() + self._transport.timeout.cleanup)
-            with self._cond:
-                self._running -= 1
-                if not ok:
-                    self._failed.append(job)
-                self._cond.notify_all()
+            try:
+                job()
+            except Exception:
+                logger.exception("a background request failed")
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()
 
     def wait(self, deadline: float) -> bool:
         """Wait until no job is pending or running; ``False`` if ``deadline`` came first."""
@@ -564,10 +591,10 @@ class Cleaner:
             return True
 
     def drain(self, deadline: float) -> None:
-        """Wait for every job until ``deadline``, then retry the failed ones once."""
+        """Wait for every job until ``deadline``, then retry the failed cleanups once."""
         if not self.wait(deadline):
             with self._cond:
-                logger.warning("%d cleanup request(s) still pending", len(self._jobs) + self._running)
+                logger.warning("%d background request(s) still pending", len(self._jobs) + self._running)
             return
         with self._cond:
             failed, self._failed = self._failed, []

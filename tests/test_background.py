@@ -88,3 +88,64 @@ def test_the_cleaner_thread_ends_with_close(server: ChatServer) -> None:
     client.chat("Hi")
     client.close()
     assert not [t for t in threading.enumerate() if t.name == "h2o-sdk-cleaner"]
+
+
+# -- prefetch and connect() --------------------------------------------------------------
+
+
+def flow(server: ChatServer) -> list[str]:
+    return steps(server)
+
+
+def test_prefetch_sends_the_prompt_at_once_and_refills_while_the_reply_streams(server: ChatServer) -> None:
+    with Client(server.url, prefetch=1) as client:
+        client.connect()  # settings, and one conversation created ahead
+        assert flow(server) == ["settings", "conversation"]
+        spare = client._spares[0]
+        reply = client.chat("Hi")
+        assert reply.conversation_id == spare  # the prompt went out on the spare: no create first
+        assert client.wait_cleanup()
+        # settings, ahead; then the prompt, a new spare made meanwhile, the delete
+        assert sorted(flow(server)[2:]) == ["conversation", "delete", "prompt"]
+        assert flow(server)[2] == "prompt" and server.live_conversations == 1  # the new spare
+    assert flow(server)[-1] == "delete" and server.live_conversations == 0  # close() deleted the spare
+
+
+def test_prefetch_serves_conversations_and_only_the_clients_model(server: ChatServer) -> None:
+    from h2o_sdk.testing import MODELS
+
+    server.models = (*MODELS, "other/model")
+    with Client(server.url, prefetch=2) as client:
+        client.connect()
+        assert len(client._spares) == 2
+        with client.conversation() as conversation:
+            conversation.chat("Hi")
+            assert conversation.id in server._conversations
+        assert client.chat("Hi", model="other/model").conversation_id not in client._spares
+        assert client.wait_cleanup()
+    assert server.live_conversations == 0
+
+
+def test_without_prefetch_nothing_is_created_ahead(server: ChatServer) -> None:
+    with Client(server.url) as client:
+        client.connect()
+        assert flow(server) == ["settings"]  # the connection is open and the modal accepted
+        client.chat("Hi")
+        assert client.wait_cleanup()
+        assert flow(server) == ["settings", "conversation", "prompt", "delete"]
+
+
+def test_prefetch_must_be_a_whole_number() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="prefetch"):
+            Client("http://127.0.0.1:1", prefetch=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_async_connect_and_prefetch(server: ChatServer, anyio_backend: str) -> None:
+    async with AsyncClient(server.url, prefetch=1) as client:
+        await client.connect()
+        spare = client.client._spares[0]
+        assert (await client.chat("Hi")).conversation_id == spare
+    assert server.live_conversations == 0

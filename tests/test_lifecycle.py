@@ -112,6 +112,9 @@ class FakeTransport:
     def accept_settings(self, abort: Abort) -> None:
         pass
 
+    def take_spare(self, model: str) -> str | None:
+        return None
+
     def create_conversation(self, model: str, abort: Abort) -> str:
         self.sent.append(("POST", "/conversation"))
         if isinstance(self._create, BaseException):
