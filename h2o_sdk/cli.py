@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -129,6 +130,9 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
     interactive = options.prompt is None and stdin.isatty()
     try:
         with _base_url(options) as base_url, _client(base_url, options) as client:
+            if options.prompt is None:
+                # The connection and the welcome modal while the person types (or the pipe fills).
+                _connect_meanwhile(client)
             if interactive:
                 return _interactive(client, options, out, stderr)
             prompt = options.prompt if options.prompt is not None else stdin.read()
@@ -143,6 +147,16 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
         _report(exc, options, out, stderr)
         return 1
     return 0
+
+
+def _connect_meanwhile(client: Client) -> None:
+    """``client.connect()`` in the background; a failure is the first request's to report."""
+
+    def connect() -> None:
+        with contextlib.suppress(H2oError, ValueError):
+            client.connect()
+
+    threading.Thread(target=connect, name="h2o-chat-connect", daemon=True).start()
 
 
 def _report(exc: BaseException, options: argparse.Namespace, out: _Output, stderr: TextIO) -> None:

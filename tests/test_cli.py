@@ -248,3 +248,26 @@ def test_the_offline_default_service_says_what_to_do(monkeypatch: pytest.MonkeyP
     assert main(["--timeout", "2", "Hi"]) == 1
     err = capsys.readouterr().err
     assert "offline since 2023" in err and "--base-url" in err and "--local" in err
+
+
+def test_the_connection_is_made_while_the_prompt_is_read(server: ChatServer,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import time
+
+    seen_before_read: list[bool] = []
+
+    class SlowStdin(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+        def read(self, size: int | None = -1) -> str:
+            end = time.monotonic() + 10
+            while not server.paths() and time.monotonic() < end:  # the pipe is still filling
+                time.sleep(0.01)
+            seen_before_read.append(server.paths()[:1] == [("POST", "/settings")])
+            return "Hi"
+
+    assert main(["--base-url", server.url], stdin=SlowStdin()) == 0
+    assert seen_before_read == [True]  # the welcome modal was accepted while the prompt was on its way
+    assert capsys.readouterr().out.startswith("Answer number 1")
