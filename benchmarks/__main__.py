@@ -481,6 +481,37 @@ def tls(report: Report, count: int, runs: int) -> None:
                f"{sdk_wall * 1e3:.0f} vs {floor_wall * 1e3:.0f} ms ({sdk_wall / floor_wall:.2f}x)")
 
 
+def network_figure(report: Report, rtts: list[float], chats: int, concurrent: int) -> None:
+    """Figure 9: chats through a delay proxy with TLS, in RTT multiples (``benchmarks/network.py``)."""
+    from benchmarks import network
+
+    goals = {  # way -> (first token at most, last token to return at most), in RTTs
+        "warm Client": (2.1, 0.1),
+        "warm Client, prefetch=1": (1.1, 0.1),
+        "first chat after connect()": (2.1, 0.1),
+        "first chat after connect(), prefetch=1": (1.1, 0.1),
+    }
+    for rtt in rtts:
+        print(f"9. network: TLS and RTT {rtt * 1e3:.0f} ms, a 20-token reply, median of {chats} chats", flush=True)
+        for result in network.run(rtt, chats, concurrent):
+            name = f"RTT {rtt * 1e3:.0f} ms, {result['way']}"
+            if "sdk_p50" in result:
+                ratio = result["sdk_p50"] / result["aiohttp_p50"]
+                report.add(f"{name}: first token p50, AsyncClient vs aiohttp on one session",
+                           f"{result['sdk_p50']:.2f} vs {result['aiohttp_p50']:.2f} RTT ({ratio:.2f}x)", "<= 1.1x",
+                           ratio <= 1.1)
+                continue
+            first_goal, tail_goal = goals.get(result["way"], (None, None))
+            value = (f"first token {result['first']:.2f}, last token to return {result['tail']:.2f}, "
+                     f"wall {result['wall']:.2f} RTT; {result['connections']:.1f} connections, "
+                     f"{result['requests']:.1f} requests per chat")
+            if first_goal is None or tail_goal is None:
+                report.add(name, value)
+            else:
+                report.add(name, value, f"first <= {first_goal} RTT, tail <= {tail_goal} RTT",
+                           result["first"] <= first_goal and result["tail"] <= tail_goal)
+
+
 def import_time(report: Report, runs: int) -> None:
     print("7. import time", flush=True)
 
@@ -517,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="burst latency per_chat concurrent split cancellation memory import tls")
+                        help="burst latency per_chat concurrent split cancellation memory import tls network")
     parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
     options = parser.parse_args(argv)
     quick = options.quick
@@ -534,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": lambda: memory(report, 20_000 if quick else 1_000_000),
         "import": lambda: import_time(report, 2 if quick else 7),
         "tls": lambda: tls(report, 5 if quick else 50, 1 if quick else 3),
+        "network": lambda: network_figure(report, [0.02] if quick else [0.02, 0.1, 0.3], 3 if quick else 10,
+                                          5 if quick else 50),
     }
     for name, run in plan.items():
         if options.only is None or name in options.only:

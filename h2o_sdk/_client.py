@@ -397,15 +397,15 @@ class Client(Resource):
         self._cleaner.submit(conversation_id, steps)
 
     def take_spare(self, model: str) -> str | None:
-        if not self.prefetch:
-            return None
         with self._turns_lock:
-            spare = self._spares.pop(0) if model == self.model and self._spares else None
-            wanted = self.prefetch - len(self._spares) - self._filling
+            return self._spares.pop(0) if model == self.model and self._spares else None
+
+    def refill(self) -> None:
+        with self._turns_lock:
+            wanted = 0 if self._closed else self.prefetch - len(self._spares) - self._filling
             self._filling += max(wanted, 0)
         for _ in range(max(wanted, 0)):
-            self._cleaner.call(self._prefetch_one)  # while this reply streams
-        return spare
+            self._cleaner.call(self._prefetch_one)
 
     def _prefetch_one(self) -> None:
         try:

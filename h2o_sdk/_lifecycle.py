@@ -262,6 +262,10 @@ class Transport(Protocol):
         """A conversation of ``model`` created ahead (``prefetch``), if one is ready."""
         ...
 
+    def refill(self) -> None:
+        """Create conversations ahead in the background, up to ``prefetch``."""
+        ...
+
     def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
         """POST the prompt; return its streaming answer once the status line said 2xx."""
         ...
@@ -426,6 +430,9 @@ class Turn:
             raise
         self._body = body
         self.fire(Event.HEADERS)
+        # While this reply streams, not before: a create sent earlier would take the
+        # pooled connection the prompt was about to use.
+        transport.refill()
         if self.aborted:  # abort() came while the answer's headers were being read
             raise IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
         return body

@@ -115,6 +115,9 @@ class FakeTransport:
     def take_spare(self, model: str) -> str | None:
         return None
 
+    def refill(self) -> None:
+        pass
+
     def create_conversation(self, model: str, abort: Abort) -> str:
         self.sent.append(("POST", "/conversation"))
         if isinstance(self._create, BaseException):
