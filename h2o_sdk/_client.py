@@ -400,15 +400,17 @@ class Client(Resource):
         with self._turns_lock:
             return self._spares.pop(0) if model == self.model and self._spares else None
 
-    def refill(self) -> None:
+    def refill(self, after: threading.Event) -> None:
         with self._turns_lock:
             wanted = 0 if self._closed else self.prefetch - len(self._spares) - self._filling
             self._filling += max(wanted, 0)
         for _ in range(max(wanted, 0)):
-            self._cleaner.call(self._prefetch_one)
+            self._cleaner.call(lambda: self._prefetch_one(after))
 
-    def _prefetch_one(self) -> None:
+    def _prefetch_one(self, after: threading.Event | None = None) -> None:
         try:
+            if after is not None:
+                after.wait(self.timeout.connect + self.timeout.read)
             if not self._closed:
                 self._accept_settings()
                 self._add_spare(self.create_conversation(self.model, Abort()))

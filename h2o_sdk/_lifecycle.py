@@ -145,6 +145,7 @@ class Abort:
         self._event = threading.Event()
         self._sock: socket.socket | None = None
         self._cuttable = True
+        self.attached = threading.Event()  # a request of this turn has taken its connection
 
     @property
     def aborted(self) -> bool:
@@ -168,6 +169,7 @@ class Abort:
         with self._lock:
             self._sock = sock
             cut = self._cuttable and self._event.is_set()
+        self.attached.set()
         if cut:
             _shut(sock)
 
@@ -262,8 +264,8 @@ class Transport(Protocol):
         """A conversation of ``model`` created ahead (``prefetch``), if one is ready."""
         ...
 
-    def refill(self) -> None:
-        """Create conversations ahead in the background, up to ``prefetch``."""
+    def refill(self, after: threading.Event) -> None:
+        """Create conversations ahead in the background, up to ``prefetch``, once ``after`` is set."""
         ...
 
     def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
@@ -421,6 +423,11 @@ class Turn:
                 self.fire(Event.CUT)
                 raise self._aborted_error()
         self.fire(Event.SEND)
+        # Conversations created ahead are made while this reply streams: once the prompt
+        # has taken its pooled connection (the refill would take it otherwise), or at
+        # the latest once its answer has begun.
+        abort.attached.clear()
+        transport.refill(abort.attached)
         try:
             body = transport.open_prompt(self.conversation_id, self._payload, abort)
         except BaseException as exc:
@@ -428,11 +435,10 @@ class Turn:
             if self.aborted:
                 raise self._aborted_error() from exc
             raise
+        finally:
+            abort.attached.set()
         self._body = body
         self.fire(Event.HEADERS)
-        # While this reply streams, not before: a create sent earlier would take the
-        # pooled connection the prompt was about to use.
-        transport.refill()
         if self.aborted:  # abort() came while the answer's headers were being read
             raise IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
         return body

@@ -115,7 +115,7 @@ class FakeTransport:
     def take_spare(self, model: str) -> str | None:
         return None
 
-    def refill(self) -> None:
+    def refill(self, after: Any) -> None:
         pass
 
     def create_conversation(self, model: str, abort: Abort) -> str:
