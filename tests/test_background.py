@@ -93,22 +93,18 @@ def test_the_cleaner_thread_ends_with_close(server: ChatServer) -> None:
 # -- prefetch and connect() --------------------------------------------------------------
 
 
-def flow(server: ChatServer) -> list[str]:
-    return steps(server)
-
-
 def test_prefetch_sends_the_prompt_at_once_and_refills_while_the_reply_streams(server: ChatServer) -> None:
     with Client(server.url, prefetch=1) as client:
         client.connect()  # settings, and one conversation created ahead
-        assert flow(server) == ["settings", "conversation"]
+        assert steps(server) == ["settings", "conversation"]
         spare = client._spares[0]
         reply = client.chat("Hi")
         assert reply.conversation_id == spare  # the prompt went out on the spare: no create first
         assert client.wait_cleanup()
         # settings, ahead; then the prompt, a new spare made meanwhile, the delete
-        assert sorted(flow(server)[2:]) == ["conversation", "delete", "prompt"]
-        assert flow(server)[2] == "prompt" and server.live_conversations == 1  # the new spare
-    assert flow(server)[-1] == "delete" and server.live_conversations == 0  # close() deleted the spare
+        assert sorted(steps(server)[2:]) == ["conversation", "delete", "prompt"]
+        assert steps(server)[2] == "prompt" and server.live_conversations == 1  # the new spare
+    assert steps(server)[-1] == "delete" and server.live_conversations == 0  # close() deleted the spare
 
 
 def test_prefetch_serves_conversations_and_only_the_clients_model(server: ChatServer) -> None:
@@ -129,10 +125,10 @@ def test_prefetch_serves_conversations_and_only_the_clients_model(server: ChatSe
 def test_without_prefetch_nothing_is_created_ahead(server: ChatServer) -> None:
     with Client(server.url) as client:
         client.connect()
-        assert flow(server) == ["settings"]  # the connection is open and the modal accepted
+        assert steps(server) == ["settings"]  # the connection is open and the modal accepted
         client.chat("Hi")
         assert client.wait_cleanup()
-        assert flow(server) == ["settings", "conversation", "prompt", "delete"]
+        assert steps(server) == ["settings", "conversation", "prompt", "delete"]
 
 
 def test_prefetch_must_be_a_whole_number() -> None:
@@ -149,3 +145,17 @@ async def test_async_connect_and_prefetch(server: ChatServer, anyio_backend: str
         spare = client.client._spares[0]
         assert (await client.chat("Hi")).conversation_id == spare
     assert server.live_conversations == 0
+
+
+def test_with_prefetch_each_chat_finds_a_spare_made_while_the_last_reply_streamed(server: ChatServer) -> None:
+    server.first_token_delay = 0.3  # a reply takes long enough for the create ahead to be done
+    with Client(server.url, prefetch=1) as client:
+        client.connect()
+        for _ in range(4):
+            spares = list(client._spares)
+            assert len(spares) == 1
+            assert client.chat("Hi").conversation_id == spares[0]  # no create before this prompt
+        assert client.wait_cleanup()
+        creates = [i for i, name in enumerate(steps(server)) if name == "conversation"]
+        prompts = [i for i, name in enumerate(steps(server)) if name == "prompt"]
+        assert len(creates) == 5 and len(prompts) == 4  # one create ahead per chat, none on a chat's own path
