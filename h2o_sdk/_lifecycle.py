@@ -554,8 +554,8 @@ class Cleaner:
         self._closed = False
         _cleaners.add(self)
 
-    def submit(self, conversation_id: str, steps: Sequence[Step]) -> None:
-        """Send cleanup ``steps`` in the background; a failure is remembered for :meth:`drain`."""
+    def submit(self, conversation_id: str, steps: Sequence[Step], *, inline: bool = False) -> None:
+        """Send cleanup ``steps`` in the background (or now, ``inline``); a failure is remembered for :meth:`drain`."""
 
         def job() -> None:
             deadline = time.monotonic() + self._transport.timeout.cleanup
@@ -563,7 +563,10 @@ class Cleaner:
                 with self._cond:
                     self._failed.append((conversation_id, steps))
 
-        self.call(job)
+        if inline:
+            job()
+        else:
+            self.call(job)
 
     def call(self, job: Callable[[], None]) -> None:
         """Run ``job`` in the background (it must not raise; anything it raises is logged)."""

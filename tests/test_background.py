@@ -24,13 +24,19 @@ def server() -> Iterator[ChatServer]:
         assert s.live_conversations == 0
 
 
+def background(client: Client) -> Client:
+    """Cleanup in the background even on loopback, where the client would send it inline."""
+    client._inline_below = 0.0
+    return client
+
+
 def answered(server: ChatServer, method: str) -> int:
     return sum(1 for m, _ in server.paths() if m == method)
 
 
 def test_a_chat_returns_before_its_delete_is_answered(server: ChatServer) -> None:
     server.inject(Fault(step="delete", delay=1.5))
-    with Client(server.url) as client:
+    with background(Client(server.url)) as client:
         assert client.chat("Hi").text == REPLY
         assert answered(server, "DELETE") == 0  # returned while the delete was still under way
         assert server.live_conversations == 1
@@ -41,7 +47,7 @@ def test_a_chat_returns_before_its_delete_is_answered(server: ChatServer) -> Non
 def test_break_returns_before_the_stop_is_answered_and_both_still_go_out(server: ChatServer) -> None:
     server.pace = 0.05
     server.inject(Fault(step="stop", delay=1.5))
-    with Client(server.url) as client:
+    with background(Client(server.url)) as client:
         for _ in client.stream("Hi"):
             break
         assert answered(server, "POST") == 3  # settings, create, prompt: the stop is not answered yet
@@ -51,7 +57,7 @@ def test_break_returns_before_the_stop_is_answered_and_both_still_go_out(server:
 def test_close_waits_for_the_pending_deletes_within_the_cleanup_deadline(caplog: pytest.LogCaptureFixture) -> None:
     with serve(pace=0, reply=REPLY) as server:
         server.inject(Fault(step="delete", delay=20))
-        client = Client(server.url, timeout=Timeout(cleanup=1))
+        client = background(Client(server.url, timeout=Timeout(cleanup=1)))
         client.chat("Hi")
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="h2o_sdk"):
@@ -74,6 +80,7 @@ def test_interpreter_exit_waits_for_the_pending_deletes(server: ChatServer) -> N
 async def test_async_chat_returns_before_its_delete_is_answered(server: ChatServer, anyio_backend: str) -> None:
     server.inject(Fault(step="delete", delay=1.5))
     async with AsyncClient(server.url) as client:
+        background(client.client)
         assert (await client.chat("Hi")).text == REPLY
         assert answered(server, "DELETE") == 0
         assert await client.wait_cleanup()
@@ -84,10 +91,19 @@ async def test_async_chat_returns_before_its_delete_is_answered(server: ChatServ
 def test_the_cleaner_thread_ends_with_close(server: ChatServer) -> None:
     import threading
 
-    client = Client(server.url)
+    client = background(Client(server.url))
     client.chat("Hi")
     client.close()
     assert not [t for t in threading.enumerate() if t.name == "h2o-sdk-cleaner"]
+
+
+def test_on_loopback_cleanup_is_sent_inline(server: ChatServer) -> None:
+    with Client(server.url) as client:
+        client.chat("Hi")  # settings, create and the first delete measure the round trip
+        assert client.wait_cleanup()
+        assert client._rtt is not None and client._rtt < 0.002
+        client.chat("Hi")
+        assert answered(server, "DELETE") == 2  # no wait needed: sent before chat() returned
 
 
 # -- prefetch and connect() --------------------------------------------------------------
