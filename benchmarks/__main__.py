@@ -297,20 +297,28 @@ def _run_streams(url: str, count: int, *, kind: str, lags: list[float]) -> int:
     return asyncio.run(_streams(url, kind, count, lags))
 
 
-def _threads(url: str, count: int) -> int:
-    """``count`` plain threads each reading one stream with the blocking Client: no event loop."""
-    delivered = [0] * count
+def _in_threads(count: int, work: Callable[[int], int], *, together: bool = False) -> int:
+    """``work(i)`` in ``count`` threads (``together``: released at once by a barrier); the sum of the results."""
+    barrier = threading.Barrier(count) if together else None
+    results = [0] * count
 
     def one(index: int) -> None:
-        delivered[index] = sum(1 for _ in client.stream("Hi"))
+        if barrier is not None:
+            barrier.wait()
+        results[index] = work(index)
 
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(results)
+
+
+def _threads(url: str, count: int) -> int:
+    """``count`` plain threads each reading one stream with the blocking Client: no event loop."""
     with h2o_sdk.Client(url, max_connections=count) as client:
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    return sum(delivered)
+        return _in_threads(count, lambda index: sum(1 for _ in client.stream("Hi")))
 
 
 KINDS = ("async", "aiohttp", "threads")
@@ -438,19 +446,7 @@ def tls(report: Report, count: int, runs: int) -> None:
         with fake_server(5, tls=pem) as url:
 
             def at_once(chat: Callable[[int], int]) -> int:
-                barrier = threading.Barrier(count)
-                counts = [0] * count
-
-                def one(index: int) -> None:
-                    barrier.wait()
-                    counts[index] = chat(index)
-
-                threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                return sum(counts)
+                return _in_threads(count, chat, together=True)
 
             def sdk() -> int:
                 with h2o_sdk.Client(url, verify=bundle, max_connections=count) as client:
