@@ -323,3 +323,41 @@ def test_close_wakes_idle_keepalive_connections() -> None:
         server.close()  # returns although a connection is open and idle
     finally:
         connection.close()
+
+
+def test_the_conversation_page_answers_as_the_real_0_4() -> None:
+    # Observed on the real chat-ui 0.4 on loopback: the page for browsers, the endpoint's 405 otherwise.
+    from h2o_sdk import Client
+
+    html = {"Accept": "text/html"}
+    with serve(pace=0) as server, Client(server.url) as client:
+        with client.conversation(keep=True) as conversation:
+            conversation.chat("Hi")
+        cid = conversation.id
+        session = requests.Session()
+        session.cookies = client._session.cookies
+        alive = session.get(f"{server.url}/conversation/{cid}", headers=html)
+        assert alive.status_code == 200 and "<title>Untitled 1</title>" in alive.text
+        plain = session.get(f"{server.url}/conversation/{cid}", headers={"Accept": "*/*"})
+        assert (plain.status_code, plain.text, plain.headers["allow"]) == (405, "GET method not allowed",
+                                                                         "POST, PATCH, DELETE")
+        assert plain.headers["content-type"] == "text/plain;charset=UTF-8"
+        foreign = requests.get(f"{server.url}/conversation/{cid}", headers=html)
+        assert foreign.status_code == 403 and "use the 'share' feature" in foreign.text
+        assert requests.get(f"{server.url}/conversation/zzz", headers=html).status_code == 500
+        client._delete(cid)
+        assert client.wait_cleanup()
+        gone = session.get(f"{server.url}/conversation/{cid}", headers=html)
+        assert gone.status_code == 404 and "Conversation not found." in gone.text
+        assert session.get(f"{server.url}/conversation/{cid}", headers={"Accept": "*/*"}).status_code == 405
+        session.close()
+
+
+def test_the_default_reply_quotes_only_the_last_user_message() -> None:
+    from h2o_sdk.testing import default_reply
+
+    history = ("<|prompt|>Name three rivers.<|endoftext|><|answer|>Nile, Amazon, Yangtze.<|endoftext|>"
+               "<|prompt|>Which is the longest?<|endoftext|><|answer|>")
+    reply = default_reply(history)
+    assert "“Which is the longest?”" in reply and "Name three rivers" not in reply
+    assert reply == default_reply("<|prompt|>Which is the longest?<|endoftext|><|answer|>")

@@ -9,7 +9,7 @@ import zlib
 __all__ = ["default_reply", "tokenize"]
 
 _PIECE = re.compile(r"\s*[\w'\u2019]+|\s*[^\w\s]|\s+")
-_LAST_USER = re.compile(r"<\|prompt\|>(.*?)<\|endoftext\|><\|answer\|>$", re.DOTALL)
+_PROMPT, _END = "<|prompt|>", "<|endoftext|><|answer|>"
 
 _OPENINGS = (
     "Here is a thought on “{topic}”.",
@@ -33,8 +33,8 @@ _SENTENCES = (
 
 def default_reply(prompt: str) -> str:
     """A short deterministic reply to the last user message of an h2ogpt-gm prompt."""
-    match = _LAST_USER.search(prompt)
-    last = (match.group(1) if match else prompt).strip()
+    # The text after the last user marker: earlier turns are history, not the question.
+    last = prompt.rsplit(_PROMPT, 1)[-1].removesuffix(_END).strip() if _PROMPT in prompt else prompt.strip()
     topic = " ".join(last.split())
     if len(topic) > 60:
         topic = topic[:57].rstrip() + "..."

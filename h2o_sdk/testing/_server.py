@@ -46,6 +46,10 @@ _CONV_ID = re.compile(r"^[0-9a-f]{24}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _INTERNAL = {"message": "Internal Error"}
 _NOT_FOUND = {"message": "Conversation not found"}
+# The conversation page's errors (chat-ui 0.4, observed on loopback 2026-12-02).
+_PAGE_NOT_FOUND = "Conversation not found."
+_PAGE_FORBIDDEN = ("You don't have access to this conversation. If someone gave you this link, ask them to use the "
+                   "'share' feature instead.")
 _SETTINGS_ERROR = {"type": "error", "error": {"message": "Internal Error"}}
 _WELCOME = "You need to accept the welcome modal first"
 _ERROR_PAGE = (
@@ -462,6 +466,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._settings(body)
         if method == "POST" and parts == ["conversation"]:
             return self._create(body)
+        if method in ("GET", "HEAD") and len(parts) == 2 and parts[0] == "conversation":
+            return self._page(parts[1])
         if len(parts) >= 2 and parts[0] == "conversation":
             conversation_id, rest = parts[1], parts[2:]
             if not _CONV_ID.match(conversation_id):
@@ -568,6 +574,28 @@ class _Handler(BaseHTTPRequestHandler):
         if conversation is None:
             self._route_error(404, _NOT_FOUND)
         return conversation
+
+    def _page(self, conversation_id: str) -> None:
+        """``GET /conversation/{id}`` as the real 0.4 answers it.
+
+        A browser (``Accept`` with ``text/html``) gets the page: 200 while the
+        conversation lives, 404 once it is deleted, 403 in another session,
+        500 for a malformed id. Anything else reaches the endpoint, which has
+        no GET: 405 whether or not the conversation exists.
+        """
+        if "text/html" not in (self.headers.get("Accept") or ""):
+            return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
+                              headers={"allow": "POST, PATCH, DELETE"})
+        if not _CONV_ID.match(conversation_id):
+            return self._route_error(500, _INTERNAL)
+        with self.app._lock:
+            found = self.app._conversations.get(conversation_id)
+        if found is None:
+            return self._route_error(404, {"message": _PAGE_NOT_FOUND})
+        if found.session != self._session_id:
+            return self._route_error(403, {"message": _PAGE_FORBIDDEN})
+        page = _ERROR_PAGE.replace("<h1>{status}</h1>", "").format(message=found.title, status=200)
+        return self._send(200, page.encode(), content_type="text/html")
 
     def _delete(self, conversation_id: str) -> None:
         app = self.app
