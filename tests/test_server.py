@@ -361,3 +361,25 @@ def test_the_default_reply_quotes_only_the_last_user_message() -> None:
     reply = default_reply(history)
     assert "“Which is the longest?”" in reply and "Name three rivers" not in reply
     assert reply == default_reply("<|prompt|>Which is the longest?<|endoftext|><|answer|>")
+
+
+def test_a_prompt_with_a_lone_surrogate_streams_as_the_real_0_4_does() -> None:
+    # The real 0.4 (Node) passes it through and escapes it in its JSON; it is no dead stream.
+    from h2o_sdk import Client
+
+    body = {"inputs": "bad \ud800 here", "parameters": {}, "stream": True,
+            "options": {"id": str(uuid.uuid4()), "response_id": str(uuid.uuid4()), "is_retry": False,
+                        "use_cache": False, "web_search_id": ""}}
+    with serve(pace=0) as server, Client(server.url) as client:
+        with client.conversation(keep=True) as conversation:
+            conversation.chat("Hi")
+        session = requests.Session()
+        session.cookies = client._session.cookies
+        raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as \\ud800
+        answer = session.post(f"{server.url}/conversation/{conversation.id}", data=raw,
+                              headers={"Content-Type": "application/json"})
+        assert answer.status_code == 200 and b"\\ud800" in answer.content
+        last = json.loads(answer.content.strip().split(b"\n")[-1][5:])
+        assert "\ud800" in last["generated_text"]
+        client._delete(conversation.id)
+        session.close()

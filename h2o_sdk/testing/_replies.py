@@ -38,7 +38,7 @@ def default_reply(prompt: str) -> str:
     topic = " ".join(last.split())
     if len(topic) > 60:
         topic = topic[:57].rstrip() + "..."
-    rng = random.Random(zlib.crc32(last.encode("utf-8")))
+    rng = random.Random(zlib.crc32(last.encode("utf-8", "surrogatepass")))
     parts = [rng.choice(_OPENINGS).format(topic=topic or "nothing")]
     parts.extend(rng.sample(_SENTENCES, 3))
     return " ".join(parts)
@@ -51,4 +51,4 @@ def tokenize(text: str) -> list[str]:
 
 def token_id(piece: str) -> int:
     """A stable, made-up vocabulary id for a piece."""
-    return 100 + zlib.crc32(piece.encode("utf-8")) % 64_000
+    return 100 + zlib.crc32(piece.encode("utf-8", "surrogatepass")) % 64_000

@@ -974,8 +974,14 @@ def _build_prompt(preprompt: str, messages: Sequence[Mapping[str, str]]) -> str:
     return "".join(out)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Node's JSON.stringify escapes a lone surrogate (well-formed JSON.stringify, ES2019);
+    # it can only stand inside a string, so the escape is valid JSON there.
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 def _cookie_value(header: str | None) -> str | None:
