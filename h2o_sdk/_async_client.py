@@ -384,9 +384,9 @@ class AsyncStream(AsyncResource):
         return feed
 
     async def _shut(self, feed: _Feed) -> None:
-        prompt = self._stream._abort()
+        ends_promptly = self._stream._abort()
         feed.abort()
-        if not prompt:
+        if not ends_promptly:
             # The thread is finishing a create that must not be cut (the server
             # may have made the conversation); it deletes it and ends by itself,
             # and Client.close() waits for it.

@@ -315,17 +315,8 @@ class Client(Resource):
         """
         self.check_open()
         self._accept_settings()
-        while True:
-            with self._turns_lock:
-                if len(self._spares) + self._filling >= self.prefetch or self._closed:
-                    return
-                self._filling += 1
-            try:
-                conversation_id = self.create_conversation(self.model, Abort())
-            finally:
-                with self._turns_lock:
-                    self._filling -= 1
-            self._add_spare(conversation_id)
+        while self._reserve(1):
+            self._create_spare()
 
     def wait_cleanup(self, timeout: float | None = None) -> bool:
         """Wait until the cleanup running in the background has been sent.
@@ -410,24 +401,34 @@ class Client(Resource):
             return self._spares.pop(0) if model == self.model and self._spares else None
 
     def refill(self, after: threading.Event) -> None:
-        with self._turns_lock:
-            wanted = 0 if self._closed else self.prefetch - len(self._spares) - self._filling
-            self._filling += max(wanted, 0)
-        for _ in range(max(wanted, 0)):
+        for _ in range(self._reserve()):
             self._cleaner.call(lambda: self._prefetch_one(after))
 
-    def _prefetch_one(self, after: threading.Event | None = None) -> None:
+    def _reserve(self, at_most: int | None = None) -> int:
+        """How many spares to create now, counted as under way until :meth:`_create_spare` ends."""
+        with self._turns_lock:
+            wanted = 0 if self._closed else max(self.prefetch - len(self._spares) - self._filling, 0)
+            if at_most is not None:
+                wanted = min(wanted, at_most)
+            self._filling += wanted
+            return wanted
+
+    def _create_spare(self) -> None:
+        """Create one reserved spare conversation (raises what the create raises)."""
         try:
-            if after is not None:
-                after.wait(self.timeout.connect + self.timeout.read)
             if not self._closed:
                 self._accept_settings()
                 self._add_spare(self.create_conversation(self.model, Abort()))
-        except Exception as exc:  # the next prompt creates its own conversation
-            logger.info("could not create a conversation ahead: %s", exc)
         finally:
             with self._turns_lock:
                 self._filling -= 1
+
+    def _prefetch_one(self, after: threading.Event) -> None:
+        after.wait(self.timeout.connect + self.timeout.read)  # the prompt has its connection
+        try:
+            self._create_spare()
+        except Exception as exc:  # the next prompt creates its own conversation
+            logger.info("could not create a conversation ahead: %s", exc)
 
     def _add_spare(self, conversation_id: str) -> None:
         with self._turns_lock:

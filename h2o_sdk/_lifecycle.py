@@ -340,7 +340,6 @@ class Turn:
         self._body: Body | None = None
         self.phase = Phase.NEW
         self.conversation_id: str | None = None
-        self.stored: str | None = None
         self.done = threading.Event()
         self.thread: threading.Thread | None = None  # the thread driving the turn
 
@@ -387,7 +386,7 @@ class Turn:
         try:
             return self._open()
         except BaseException:
-            if self.phase not in (Phase.CLOSED, *_ENDED):
+            if (self.phase, Event.CUT) in TRANSITIONS:  # still under way: this side gives up
                 self.fire(Event.CUT)
             if self.phase is not Phase.CLOSED:
                 self.finish(None, None)
@@ -398,30 +397,18 @@ class Turn:
         owner = self._owner
         self.conversation_id = owner.conversation_id() if owner is not None else None
         if self.conversation_id is None and (spare := transport.take_spare(self._model)) is not None:
-            # Created ahead: the prompt goes out at once.
-            self.conversation_id = spare
-            if owner is not None and not owner.created(spare):
-                self.fire(Event.CUT)
-                self.delete_abandoned()
-                raise ValueError("this conversation is closed")
+            self._adopt(spare)  # created ahead: the prompt goes out at once
         if self.conversation_id is None:
             self.fire(Event.CREATE)
-            try:
+            with self._failing():
                 transport.accept_settings(abort)
                 with abort.uncuttable():
-                    self.conversation_id = transport.create_conversation(self._model, abort)
-            except BaseException as exc:
-                self.fire(_failure(exc, self.aborted))
-                if self.aborted:
-                    raise self._aborted_error() from exc
-                raise
-            if owner is not None and not owner.created(self.conversation_id):
-                self.fire(Event.CUT)
-                self.delete_abandoned()  # the owner's close() ran before the id was known
-                raise ValueError("this conversation is closed")
+                    conversation_id = transport.create_conversation(self._model, abort)
+            self._adopt(conversation_id)
             if self.aborted:
                 self.fire(Event.CUT)
                 raise self._aborted_error()
+        assert self.conversation_id is not None
         self.fire(Event.SEND)
         # Conversations created ahead are made while this reply streams: once the prompt
         # has taken its pooled connection (the refill would take it otherwise), or at
@@ -429,19 +416,34 @@ class Turn:
         abort.attached.clear()
         transport.refill(abort.attached)
         try:
-            body = transport.open_prompt(self.conversation_id, self._payload, abort)
-        except BaseException as exc:
-            self.fire(_failure(exc, self.aborted))
-            if self.aborted:
-                raise self._aborted_error() from exc
-            raise
+            with self._failing():
+                body = transport.open_prompt(self.conversation_id, self._payload, abort)
         finally:
             abort.attached.set()
         self._body = body
         self.fire(Event.HEADERS)
         if self.aborted:  # abort() came while the answer's headers were being read
-            raise IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
+            raise self._aborted_error()
         return body
+
+    def _adopt(self, conversation_id: str) -> None:
+        """Take ``conversation_id`` as this turn's; refused if its owner closed meanwhile."""
+        self.conversation_id = conversation_id
+        if self._owner is not None and not self._owner.created(conversation_id):
+            self.fire(Event.CUT)
+            self.delete_abandoned()  # the owner's close() ran before the id was known
+            raise ValueError("this conversation is closed")
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A request of the turn: its failure moves the phase on (an abort's as the abort)."""
+        try:
+            yield
+        except BaseException as exc:
+            self.fire(_failure(exc, self.aborted))
+            if self.aborted:
+                raise self._aborted_error() from exc
+            raise
 
     def _aborted_error(self) -> IncompleteStreamError:
         return IncompleteStreamError("the stream was aborted", conversation_id=self.conversation_id)
@@ -482,13 +484,12 @@ class Turn:
                     assert conversation_id is not None
                     transport.defer(conversation_id, later)
             finally:
-                self.stored = cleanup.stored
                 self.fire(Event.CLEANED)
                 transport.untrack(self)
                 if self._owner is not None:
                     self._owner.end()
                 self.done.set()
-        return self.stored
+        return cleanup.stored
 
     def delete_abandoned(self) -> None:
         """Delete a conversation created for an owner that closed meanwhile (never raises)."""

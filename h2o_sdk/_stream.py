@@ -318,7 +318,7 @@ def _run(
     events: Iterator[Any] | None = None
     try:
         events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
-        for event in _decoded(events):
+        for event in events:
             try:
                 token, final = parse_event(event.data)
             except GenerationError:
@@ -336,12 +336,12 @@ def _run(
                 return
             yield token
         outcome = _ended(exchange)
-        raise state.error(IncompleteStreamError, _ended_message(exchange, "the stream ended before its last event"))
+        raise _early_end(state, exchange, "the stream ended before its last event")
     except _Truncated:
         outcome = _ended(exchange)
-        raise state.error(
-            IncompleteStreamError, _ended_message(exchange, "the stream ended in the middle of an event")
-        ) from None
+        raise _early_end(state, exchange, "the stream ended in the middle of an event") from None
+    except UnicodeDecodeError as exc:  # sseclient-py decodes each line
+        raise state.error(ProtocolError, f"the stream is not valid UTF-8: {exc}") from exc
     except StreamError as exc:
         state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
         raise
@@ -349,12 +349,13 @@ def _run(
         raise  # this side gave up waiting: a cut
     except APIConnectionError as exc:
         # A cut connection cannot be told from a broken network: it still gets a stop.
-        outcome = _CUT if exchange.aborted else _LOST
-        raise state.error(IncompleteStreamError, _ended_message(exchange, f"the stream was cut: {exc}")) from exc
+        outcome = _ended(exchange)
+        raise _early_end(state, exchange, f"the stream was cut: {exc}") from exc
     finally:
         stored = None
         try:
-            stored = exchange.finish(outcome, (lambda: _drain(events, state)) if events is not None else None)
+            drain = None if events is None else lambda: _drain(events, state)
+            stored = exchange.finish(outcome, drain)
         finally:  # even if a second Ctrl-C lands here
             if on_end is not None:
                 on_end(stored, state.reply.text if state.reply is not None else state.text())
@@ -369,31 +370,17 @@ def _ended(exchange: Exchange) -> str:
     return _CUT if exchange.aborted else _LOST
 
 
-def _ended_message(exchange: Exchange, message: str) -> str:
-    return "the stream was aborted" if exchange.aborted else message
+def _early_end(state: _State, exchange: Exchange, message: str) -> StreamError:
+    return state.error(IncompleteStreamError, "the stream was aborted" if exchange.aborted else message)
 
 
-def _decoded(events: Iterator[Any]) -> Iterator[Any]:
-    """sseclient-py's events, with its decoding failures as our error."""
-    while True:
-        try:
-            event = next(events)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"the stream is not valid UTF-8: {exc}") from exc
-        yield event
-
-
-def _drain(events: Iterator[Any] | None, state: _State) -> None:
+def _drain(events: Iterator[Any], state: _State) -> None:
     """Read the rest of a stopped stream into ``state`` (the turn bounds it by its deadline)."""
-    if events is None:
-        return
     try:
-        for event in _decoded(events):
+        for event in events:
             token, final = parse_event(event.data)
             state.add(token)
             if final is not None:
                 return
-    except (H2oError, _Truncated):
+    except (H2oError, _Truncated, UnicodeDecodeError):
         return  # the server cut the stream, as stop-generating does
