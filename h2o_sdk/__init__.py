@@ -1,4 +1,4 @@
-"""h2o_sdk: a client for the h2oGPT chat service (HuggingFace chat-ui in front of TGI).
+"""h2o_sdk: a client for HuggingFace chat-ui servers of every era (the h2oGPT chat service first).
 
 Example::
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         SessionCookieError,
         StreamError,
         UnprocessableEntityError,
+        UnsupportedError,
     )
     from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, format_prompt
     from ._provider import H2o
@@ -57,7 +58,7 @@ _MODULES = {
             "APIConnectionError", "APIStatusError", "APITimeoutError", "AuthenticationError", "BadRequestError",
             "GenerationError", "H2oError", "IncompleteStreamError", "InternalServerError", "NotFoundError",
             "PermissionDeniedError", "ProtocolError", "RateLimitError", "SessionCookieError", "StreamError",
-            "UnprocessableEntityError",
+            "UnprocessableEntityError", "UnsupportedError",
         ),
         "_exceptions",
     ),
@@ -113,6 +114,7 @@ __all__ = [
     "Timeout",
     "Token",
     "UnprocessableEntityError",
+    "UnsupportedError",
     "__version__",
     "format_prompt",
 ]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.cookiejar
 import importlib.util
 import json
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -20,7 +22,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import requests
 import requests.adapters
@@ -38,13 +40,17 @@ from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    AuthenticationError,
+    H2oError,
+    ProtocolError,
     SessionCookieError,
+    UnsupportedError,
     decode_body,
     parse_retry_after,
     status_error,
 )
 from ._lifecycle import Abort, Cleaner, Step, Turn
-from ._protocol import Messages
+from ._protocol import FAMILIES, Family, Messages, Prompt, _detect, _readback, multipart_body
 from ._resource import Resource
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
 from ._types import DEFAULT_TIMEOUT, Reply, Timeout
@@ -69,6 +75,13 @@ _MAX_RETRY_AFTER = 60.0
 _PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 _JSON_ACCEPT = {"Accept": "application/json"}
 _STREAM_ACCEPT = {"Accept": "text/event-stream, application/json"}
+_ANY_ACCEPT = {"Accept": "*/*"}
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_LOGIN_PAGE = re.compile(r"login|oauth|authorize|signin", re.IGNORECASE)
+_LOGIN_HINT = (
+    "this server needs a logged-in session: pass the cookies of one, e.g. Client(url, cookies={'hf-chat': ...}) "
+    "(HuggingChat also needs its 'token' cookie; h2o-chat --cookie NAME=VALUE)"
+)
 
 
 def _sleep(seconds: float, abort: Abort | None = None) -> bool:
@@ -80,7 +93,7 @@ def _sleep(seconds: float, abort: Abort | None = None) -> bool:
 
 
 class Client(Resource):
-    """A blocking client for an h2oGPT (chat-ui + TGI) chat service.
+    """A blocking client for a HuggingFace chat-ui server of any era (the h2oGPT service first).
 
     Example::
 
@@ -89,8 +102,14 @@ class Client(Resource):
                 print(text, end="", flush=True)
 
     One ``requests.Session`` per client keeps the session cookie; the welcome
-    modal is accepted once, before the first conversation. Every conversation
-    the client creates is deleted again on every exit path.
+    modal is accepted once, before the first conversation, where the server
+    has one. Every conversation the client creates is deleted again on every
+    exit path.
+
+    The client finds out by itself which protocol family the server speaks
+    (:attr:`protocol`, :meth:`detect_protocol`): ``"0.4"`` (chat-ui v0.3-v0.6,
+    the h2oGPT service), ``"0.7"``, ``"0.8"`` (v0.8.0-v0.9.1), ``"0.9"``
+    (v0.9.2-v0.9.5) or ``"0.10"`` (v0.9.6, v0.10+, HuggingChat today).
 
     Thread contract: a client may be shared by threads; each :class:`Stream`
     belongs to one thread at a time.
@@ -101,7 +120,9 @@ class Client(Resource):
 
     Args:
         base_url: The service's root URL.
-        model: The model id used when a call names none.
+        model: The model id used when a call names none. When omitted, the
+            h2oGPT service's model, or the first model the server lists if
+            it lists models without that one.
         proxy: A proxy URL for every request (``http://``, ``https://``, or
             ``socks5://`` with the ``socks`` extra installed).
         timeout: A :class:`Timeout`, a number of seconds for both the connect
@@ -123,6 +144,12 @@ class Client(Resource):
             a prompt goes out at once: one round trip less before the first
             token. They are deleted at :meth:`close`. Off by default: on a
             logged-in account a spare empty conversation shows in the chat list.
+        protocol: ``"auto"`` (detect on first need, with a few GETs that
+            change nothing) or the family to speak: ``"0.4"``, ``"0.7"``,
+            ``"0.8"``, ``"0.9"``, ``"0.10"``.
+        cookies: Cookie names and values sent with every request, for
+            deployments that need a logged-in session (HuggingChat: the
+            browser's ``hf-chat`` and ``token`` cookies). Never logged.
 
     Raises:
         TypeError, ValueError: An argument is unusable.
@@ -132,7 +159,7 @@ class Client(Resource):
         self,
         base_url: str = _protocol.DEFAULT_BASE_URL,
         *,
-        model: str = _protocol.DEFAULT_MODEL,
+        model: str | None = None,
         proxy: str | None = None,
         timeout: Timeout | float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_retries: int = 2,
@@ -142,9 +169,18 @@ class Client(Resource):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_connections: int = 10,
         prefetch: int = 0,
+        protocol: str = "auto",
+        cookies: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url, self._auth = _check_base_url(base_url)
-        self.model = _check_model(model)
+        # Unless named, the model is the seed's, or the server's first if it lists models without it.
+        self._model_named = model is not None
+        self.model = _check_model(model) if model is not None else _protocol.DEFAULT_MODEL
+        self._protocol = _protocol.check_protocol(protocol)
+        self._family: Family | None = None if protocol == "auto" else FAMILIES[protocol]
+        self._family_lock = threading.Lock()
+        self._cookies = _check_cookies(cookies)
+        self._roots: dict[str, str] = {}  # tree families: a new conversation's root, when create named it
         self.timeout = Timeout.coerce(timeout)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a whole number >= 0, not {max_retries!r}")
@@ -182,6 +218,9 @@ class Client(Resource):
             session.mount("https://", adapter)
             session.auth = self._auth or requests.utils.get_netrc_auth(self.base_url)
             session.trust_env = False
+            # Browsers send Secure cookies to http://localhost (a secure context); so do we,
+            # so a production chat-ui on loopback keeps its session over plain http.
+            session.cookies.set_policy(_CookiePolicy())
         self._session = session
         # With the caller's session, verify goes out only when the caller gave it (11.12).
         self._verify = verify
@@ -192,6 +231,7 @@ class Client(Resource):
         self._prepared_base = prepared_base if self._owns_session else None
         self._settings_lock = threading.Lock()
         self._settings_accepted = False
+        self._models_checked = False
         self._closed = False
         self._turns_lock = threading.Lock()
         self._turns: set[Turn] = set()
@@ -216,7 +256,8 @@ class Client(Resource):
             model: The model id; the client's ``model`` when omitted.
             keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
             **parameters: TGI generation parameters (``temperature``, ``stop``,
-                ``seed``, ``details`` ...), merged over the seed's defaults.
+                ``seed``, ``details`` ...), merged over the seed's defaults;
+                only the ``"0.4"`` family takes them.
 
         Returns:
             A :class:`Stream`; nothing is sent until it is iterated.
@@ -225,11 +266,27 @@ class Client(Resource):
             TypeError, ValueError: Bad messages, model or parameters (an
                 unknown parameter name is a ``TypeError`` naming the closest
                 valid one), or a closed client; before any request.
+            UnsupportedError: Parameters for a family that takes none (here
+                when the family is known, else when the stream starts, before
+                any conversation is created).
         """
-        payload = _protocol.prompt_payload(_protocol.format_prompt(messages), parameters)
-        model = _check_model(model) if model is not None else self.model
+        text = _protocol.format_prompt(messages)
+        if parameters:
+            _protocol.prompt_payload(text, parameters)  # bad parameters fail here, before any request
+            if self._family is not None:
+                self._family.check_parameters(parameters)
+        model = _check_model(model) if model is not None else None
         self.check_open()
-        turn = Turn(self, model=model, payload=payload)
+
+        def build(family: Family) -> tuple[Prompt, str | None]:
+            family.check_parameters(parameters)
+            if not family.preprompt:
+                return Prompt(text, parameters=parameters), None
+            # A system message becomes the conversation's preprompt where the family has one.
+            preprompt, rest = _protocol.split_system(messages)
+            return Prompt(_protocol.format_prompt(rest) if preprompt is not None else text), preprompt
+
+        turn = Turn(self, model=model, build=build)
         return Stream(turn, max_event_size=self.max_event_size, keep_tokens=keep_tokens)
 
     def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> Conversation:
@@ -248,8 +305,10 @@ class Client(Resource):
             TypeError, ValueError: Bad model or parameters, or a closed client.
         """
         self.check_open()
-        model = _check_model(model) if model is not None else self.model
+        model = _check_model(model) if model is not None else None
         _protocol.check_parameters(parameters)
+        if parameters and self._family is not None:
+            self._family.check_parameters(parameters)
         conversation = Conversation(self, model=model, keep=keep, parameters=parameters)
         self._conversations.add(conversation)
         return conversation
@@ -338,6 +397,41 @@ class Client(Resource):
         limit = self.timeout.cleanup if timeout is None else timeout
         return self._cleaner.wait(time.monotonic() + limit)
 
+    @property
+    def protocol(self) -> str | None:
+        """The protocol family in use: the one configured, or the one detected; ``None`` until known."""
+        family = self._family
+        return family.name if family is not None else None
+
+    def detect_protocol(self) -> str:
+        """Find out which protocol family the server speaks, now (once per client; thread-safe).
+
+        Detection asks at most three side-effect-free GETs (``/api/v2/feature-flags``,
+        ``/api/models``, ``.../summarize``); new servers answer the first.
+
+        Returns:
+            The family's name, as :attr:`protocol` then holds it.
+
+        Raises:
+            ValueError: The client is closed.
+            H2oError: The server is no chat-ui (the message says what it
+                answered), or the network failed.
+        """
+        self.check_open()
+        return self.family(Abort()).name
+
+    def models(self) -> list[str]:
+        """The ids of the models the server serves.
+
+        Raises:
+            UnsupportedError: The server's family has no model list
+                (``"0.4"``, ``"0.7"``).
+            H2oError: The server refused, or the network failed.
+        """
+        self.check_open()
+        family = self.family(Abort())
+        return self._list_models(family)
+
     def __repr__(self) -> str:
         return f"<Client {self.base_url} model={self.model!r}>"
 
@@ -355,31 +449,169 @@ class Client(Resource):
         with self._turns_lock:
             self._turns.discard(turn)
 
+    def family(self, abort: Abort) -> Family:
+        family = self._family
+        if family is not None and (self._model_named or self._models_checked):
+            return family
+        with self._family_lock:
+            if self._family is None:
+                self._family = FAMILIES[self._detect(abort)]
+                logger.info("%s speaks the chat-ui %s protocol", self.base_url, self._family)
+            family = self._family
+            if not self._model_named and not self._models_checked:
+                self._pick_model(family, abort)
+                self._models_checked = True
+        return family
+
+    def _detect(self, abort: Abort) -> str:
+        """Run the probes of protocol-eras.md 9.1 until one decides."""
+        seen = []
+        for probe in _detect.PROBES:
+            try:
+                response = self._request("GET", probe, follow=False, reaccept=False, abort=abort)
+                status, body = response.status_code, decode_body(response.content, response.headers.get(
+                    "Content-Type", ""))
+                content_type = response.headers.get("Content-Type", "")
+            except APIStatusError as exc:
+                status, body, content_type = exc.status_code, exc.body, exc.headers.get("Content-Type", "")
+            found = _detect.decide(probe, status, content_type, body)
+            if found is not None:
+                return found
+            seen.append(f"GET {probe} -> {status} {content_type or 'no content type'}")
+        raise H2oError(
+            f"{self.base_url} does not answer like a chat-ui server of any known era ({'; '.join(seen)}); check "
+            "base_url (it must include the app's path, e.g. https://huggingface.co/chat), or name the family "
+            "with protocol=..."
+        )
+
+    def _pick_model(self, family: Family, abort: Abort) -> None:
+        """Use the server's first model when it lists models without the default one."""
+        if family.models is None:
+            return
+        try:
+            served = self._list_models(family, abort)
+        except H2oError as exc:
+            logger.info("could not list the server's models: %s", exc)
+            return
+        if served and self.model not in served:
+            logger.info("%s does not serve %s; using its first model, %s", self.base_url, self.model, served[0])
+            self.model = served[0]
+
+    def _list_models(self, family: Family, abort: Abort | None = None) -> list[str]:
+        if family.models is None:
+            raise UnsupportedError(
+                f"chat-ui {family.releases} (protocol {family.name!r}) has no model list (/api/models came in v0.8)"
+            )
+        response = self._request("GET", family.models, reaccept=False, abort=abort)
+        document = _json_or_none(response)
+        if family.superjson and isinstance(document, Mapping):
+            document = document.get("json")
+        if not isinstance(document, list):
+            raise ProtocolError(f"GET {family.models} did not answer a list of models: {response.text[:200]!r}")
+        return [m["id"] for m in document if isinstance(m, Mapping) and isinstance(m.get("id"), str)]
+
     def accept_settings(self, abort: Abort) -> None:
+        if self._cookies:
+            return  # a logged-in session: its settings are its owner's; a gate answer still accepts (405)
         self._accept_settings(abort)
 
-    def create_conversation(self, model: str, abort: Abort) -> str:
+    def create_conversation(self, model: str, abort: Abort, preprompt: str | None = None) -> str:
+        body: dict[str, Any] = dict(_protocol.create_payload(model))
+        if preprompt is not None:
+            body["preprompt"] = preprompt
         try:
             response = self._request(
-                "POST", _protocol.CONVERSATION_PATH, json_body=_protocol.create_payload(model), idempotent=False,
-                abort=abort,
+                "POST", _protocol.CONVERSATION_PATH, json_body=body, idempotent=False, abort=abort,
             )
         except APIStatusError as exc:
             _name_the_model(exc, model, "create a conversation")
             raise
-        return _protocol.parse_conversation_id(_json_or_none(response))
+        answer = _json_or_none(response)
+        conversation_id = _protocol.parse_conversation_id(answer)
+        root = _root_from_create(answer)
+        if root is not None:
+            with self._turns_lock:
+                self._roots[conversation_id] = root
+        return conversation_id
 
-    def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> _Body:
+    def leaf(self, conversation_id: str, abort: Abort) -> str:
+        with self._turns_lock:
+            root = self._roots.pop(conversation_id, None)
+        if root is not None:
+            return root
+        branch = self._read_branch(conversation_id, abort=abort)
+        if not branch:
+            raise ProtocolError(f"conversation {conversation_id} has no root message to answer under")
+        return branch[-1]["id"]
+
+    def read_back(self, conversation_id: str, deadline: float) -> list[dict[str, str]] | None:
+        try:
+            return self._read_branch(conversation_id, deadline=deadline)
+        except H2oError as exc:
+            logger.warning("could not read back conversation %s: %s", conversation_id, exc)
+            return None
+
+    def _read_branch(
+        self, conversation_id: str, *, abort: Abort | None = None, deadline: float | None = None
+    ) -> list[dict[str, str]]:
+        """The current branch the server stored, root first (bounded in size)."""
+        family = self._family
+        assert family is not None
+        if family.read_back == "api2":
+            path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
+        else:
+            path = _protocol.conversation_path(conversation_id) + "/__data.json"
+        response = self._request("GET", path, headers=_ANY_ACCEPT, stream=True, abort=abort, deadline=deadline)
+        try:
+            body = response.raw.read(_readback.MAX_READ_BACK + 1, decode_content=True)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            raise APIConnectionError(f"connection broken while reading {path}: {exc}", method="GET",
+                                     url=self.base_url + path) from exc
+        finally:
+            response.close()
+        if len(body) > _readback.MAX_READ_BACK:
+            raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
+        if family.read_back == "api2":
+            messages = _readback.messages_from_api2(body)
+        else:
+            messages = _readback.messages_from_page(body)
+        return _readback.branch(messages)
+
+    def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> _Body:
+        family = self._family
+        assert family is not None
+        path = _protocol.conversation_path(conversation_id)
+        payload = family.body(prompt)
+        headers = dict(_STREAM_ACCEPT)
+        data = None
+        json_body: Any = payload
+        if family.multipart:
+            # A form content type: chat-ui's hook wants an Origin of this host (protocol-eras.md 1).
+            data, content_type = multipart_body(payload)
+            json_body = None
+            parts = urlsplit(self.base_url)
+            headers.update({"Content-Type": content_type, "Origin": f"{parts.scheme}://{parts.netloc}",
+                            "Referer": self.base_url + path})
         response = self._request(
             "POST",
-            _protocol.conversation_path(conversation_id),
-            json_body=payload,
-            headers=_STREAM_ACCEPT,
+            path,
+            json_body=json_body,
+            data=data,
+            headers=headers,
             stream=True,
             idempotent=False,
             follow=False,  # never re-post a prompt elsewhere (11.13)
             abort=abort,
         )
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type in ("application/json", "text/html"):
+            text = response.raw.read(_MAX_ERROR_BODY, decode_content=True).decode("utf-8", "replace")
+            response.close()
+            raise ProtocolError(
+                f"POST {path} answered {content_type} where a reply stream was expected: {text[:200]!r}; is the "
+                f"server chat-ui {family.releases} (protocol {family.name!r})? protocol='auto' detects it",
+                conversation_id=conversation_id,
+            )
         return _Body(response, self.timeout.read)
 
     def cleanup_request(self, method: str, path: str, deadline: float) -> None:
@@ -443,19 +675,27 @@ class Client(Resource):
         self.defer(conversation_id, [_lifecycle.delete_step(conversation_id)])
 
     def _accept_settings(self, abort: Abort | None = None, *, again: bool = False) -> None:
-        """Accept the welcome modal once per session (protocol.md 1, 2.3)."""
+        """Accept the welcome modal once per session, as the family does (protocol.md 1, 2.3;
+        protocol-eras.md 3.1: JSON from v0.7, no gate from v0.10)."""
+        family = self.family(abort or Abort())
+        if family.settings is None:
+            return
         with self._settings_lock:
             if self._settings_accepted and not again:
                 return
+            kind: dict[str, Any] = (
+                {"form": family.settings_body(self.model)} if family.settings == "form"
+                else {"json_body": family.settings_body(self.model)}
+            )
             try:
                 response = self._request(
                     "POST",
                     _protocol.SETTINGS_PATH,
-                    form=_protocol.settings_form(self.model),
                     headers={"Referer": self.base_url + "/"},
                     follow=False,  # its 303 is the success answer
                     reaccept=False,
                     abort=abort,
+                    **kind,
                 )
             except APIStatusError as exc:
                 _name_the_model(exc, self.model, "accept the welcome modal")
@@ -474,8 +714,9 @@ class Client(Resource):
             self._settings_accepted = True
 
     def _check_cookies(self, response: requests.Response) -> None:
-        if urlsplit(self.base_url).scheme != "http":
-            return
+        parts = urlsplit(self.base_url)
+        if parts.scheme != "http" or (parts.hostname in _LOOPBACK and self._owns_session):
+            return  # https, or loopback, where this client's jar sends Secure cookies as browsers do
         secure = sorted({cookie.name for cookie in response.cookies if cookie.secure})
         if secure:
             raise SessionCookieError(
@@ -542,7 +783,9 @@ class Client(Resource):
                 path = target
                 continue
             except APIStatusError as exc:
-                if exc.status_code == 405 and reaccept:
+                if exc.status_code == 405 and reaccept and self._family is not None:
+                    if self._family.settings is None:
+                        raise _wrong_family(exc, self._family) from None
                     logger.info("%s %s answered 405; accepting the welcome modal again", method, path)
                     reaccept = False
                     self._accept_settings(abort, again=True)
@@ -578,6 +821,12 @@ class Client(Resource):
     def _refused_redirect(self, response: requests.Response, method: str, path: str, why: str) -> APIStatusError:
         location = _without_userinfo(urljoin(self.base_url + path, response.headers.get("Location", "")))
         response.close()
+        if method == "POST" and response.status_code in (302, 303) and _LOGIN_PAGE.search(urlsplit(location).path):
+            # chat-ui 0.10 with a login sends an anonymous write to its identity provider (protocol-eras.md 8.1).
+            return AuthenticationError(
+                f"the server redirected {method} {path} to a login page ({location.split('?')[0]}): {_LOGIN_HINT}",
+                status_code=response.status_code, headers=response.headers, method=method, url=self.base_url + path,
+            )
         return status_error(
             response.status_code,
             reason=response.reason or "",
@@ -596,13 +845,14 @@ class Client(Resource):
         headers: Mapping[str, str] | None = None,
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
+        data: bytes | None = None,
         stream: bool = False,
     ) -> requests.Response:
         url = self.base_url + path
         try:
             if self._prepared_base is not None:
                 response = self._session.send(
-                    self._prepare(method, path, headers, json_body, form),
+                    self._prepare(method, path, headers, json_body, form, data),
                     stream=stream,
                     timeout=timeout,
                     verify=self._verify,
@@ -615,7 +865,8 @@ class Client(Resource):
                     url,
                     headers={**self._headers, **_JSON_ACCEPT, **(headers or {})},
                     json=json_body,
-                    data=form,
+                    data=form if form is not None else data,
+                    cookies=self._cookies or None,
                     proxies=self._proxies,
                     # The session's own verify, read now: requests would let
                     # $REQUESTS_CA_BUNDLE override a session's CA (its #3829).
@@ -646,7 +897,7 @@ class Client(Resource):
             content = b""
         finally:
             response.close()
-        raise status_error(
+        error = status_error(
             response.status_code,
             reason=response.reason or "",
             body=decode_body(content, response.headers.get("Content-Type", "")),
@@ -654,6 +905,10 @@ class Client(Resource):
             method=method,
             url=url,
         )
+        if response.status_code == 401:
+            error.message = f"{error.message}: {_LOGIN_HINT}"
+            error.args = (error.message,)
+        raise error
 
     def _offline_hint(self, message: str) -> str:
         if self.base_url != _protocol.DEFAULT_BASE_URL:
@@ -665,7 +920,8 @@ class Client(Resource):
         )
 
     def _prepare(
-        self, method: str, path: str, headers: Mapping[str, str] | None, json_body: Any, form: Mapping[str, str] | None
+        self, method: str, path: str, headers: Mapping[str, str] | None, json_body: Any,
+        form: Mapping[str, str] | None, data: bytes | None,
     ) -> requests.PreparedRequest:
         """The request ``Session.prepare_request`` would build, without re-merging the session.
 
@@ -684,7 +940,12 @@ class Client(Resource):
         # In PreparedRequest.prepare's order, so the headers go out in the same order.
         prepared._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
         cookie = requests.cookies.get_cookie_header(self._session.cookies, prepared)  # type: ignore[no-untyped-call]
-        if cookie is not None:
+        if self._cookies:
+            # The caller's cookies, unless the server has set one of the same name since.
+            present = {part.split("=", 1)[0].strip() for part in (cookie or "").split(";")}
+            extra = "; ".join(f"{name}={value}" for name, value in self._cookies.items() if name not in present)
+            cookie = f"{cookie}; {extra}" if cookie and extra else (cookie or extra)
+        if cookie:
             prepared.headers["Cookie"] = cookie
         content_type = None
         if json_body is not None:
@@ -693,6 +954,8 @@ class Client(Resource):
         elif form is not None:
             prepared.body = urlencode(form)
             content_type = "application/x-www-form-urlencoded"
+        elif data is not None:
+            prepared.body = data  # its Content-Type is in headers
         prepared.prepare_content_length(prepared.body)
         if content_type is not None:
             prepared.headers["Content-Type"] = content_type
@@ -982,6 +1245,55 @@ def _prepared_base(base_url: str, headers: Mapping[str, str | bytes | None]) -> 
                 ) from None
     # http.client sends str header values as latin-1, so bytes ones are the same decoded so
     return prepared.url[:-1], {k: v if isinstance(v, str) else v.decode("latin-1") for k, v in prepared.headers.items()}
+
+
+class _CookiePolicy(http.cookiejar.DefaultCookiePolicy):
+    """Send ``Secure`` cookies to loopback hosts over http, as browsers do (localhost is a secure context)."""
+
+    def return_ok_secure(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        host = urlsplit(request.get_full_url()).hostname
+        if cookie.secure and host in _LOOPBACK:
+            return True
+        return bool(super().return_ok_secure(cookie, request))
+
+
+def _wrong_family(exc: APIStatusError, family: Family) -> APIStatusError:
+    """A 405 welcome gate, where the configured family has none."""
+    exc.message = (
+        f"{exc.message}: the server asks for a welcome modal, which chat-ui {family.releases} (protocol "
+        f"{family.name!r}) does not have; it speaks an older family: use protocol='auto'"
+    )
+    exc.args = (exc.message,)
+    return exc
+
+
+def _root_from_create(answer: Any) -> str | None:
+    """The root message id, when the create answer carries the conversation (chat-ui HEAD, 2026-07)."""
+    seeded = answer.get("conversation") if isinstance(answer, Mapping) else None
+    if not isinstance(seeded, str):
+        return None
+    try:
+        document = json.loads(seeded)
+    except (ValueError, RecursionError):
+        return None
+    data = document.get("json", document) if isinstance(document, Mapping) else None
+    root = data.get("rootMessageId") if isinstance(data, Mapping) else None
+    return root if isinstance(root, str) and root else None
+
+
+def _check_cookies(cookies: object) -> dict[str, str]:
+    if cookies is None:
+        return {}
+    if not isinstance(cookies, Mapping):
+        raise TypeError(f"cookies must be a mapping of names to values, not {type(cookies).__name__}")
+    checked = {}
+    for name, value in cookies.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("cookies must map str names to str values")
+        if not name or any(c in name for c in "=; \t\r\n") or any(c in value for c in ";\r\n"):
+            raise ValueError(f"not a cookie name and value: {name!r}")  # the value is a credential: not shown
+        checked[name] = value
+    return checked
 
 
 def _check_model(model: object) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import _protocol
 from ._exceptions import IncompleteStreamError
 from ._lifecycle import Turn
+from ._protocol import Family, Prompt
 from ._resource import Resource
 from ._stream import Stream
 from ._types import Reply
@@ -36,25 +37,35 @@ class Conversation(Resource):
     created with the first turn and deleted when the conversation is closed,
     unless ``keep=True``.
 
-    :attr:`history` follows what the server stored: a finished turn adds the
-    user message and the reply; a turn the server failed (an error event, an
-    HTTP error, a dropped stream) adds nothing; a turn cut short on this side
+    :attr:`history` is what the server stored. From chat-ui 0.7 on it is read
+    back from the server after every turn (the current branch of its message
+    tree): the server keeps the user message even when generation fails, and
+    0.8/0.9 go on generating after a stop, so the reply there is what the
+    server had when it was read. With 0.4 a finished turn adds the user
+    message and the reply; a turn the server failed (an error event, an HTTP
+    error, a dropped stream) adds nothing; a turn cut short on this side
     (``break``, ``close()``, a timeout, Ctrl-C) adds the partial reply the
-    server kept after stop-generating.
+    server kept after stop-generating, read back from the server.
 
     One turn at a time; a conversation belongs to one thread at a time.
     """
 
-    def __init__(self, client: Client, *, model: str, keep: bool, parameters: Mapping[str, Any]) -> None:
+    def __init__(self, client: Client, *, model: str | None, keep: bool, parameters: Mapping[str, Any]) -> None:
         self._client = client
-        self.model = model
+        self._model = model
         self.keep = keep
         self._parameters = dict(parameters)
         self._id: str | None = None
         self._messages: list[dict[str, str]] = []  # role, content and the server's message id
+        self._leaf: str | None = None  # tree families: the message the next one goes under
         self._busy = False
         self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        """The model of the conversation (the client's unless one was named)."""
+        return self._model or self._client.model
 
     @property
     def id(self) -> str | None:
@@ -85,7 +96,7 @@ class Conversation(Resource):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not text.strip():
             raise ValueError("text is blank: chat-ui rejects blank inputs")
-        return self._turn(text, str(uuid.uuid4()), parameters, retry=False, keep_tokens=keep_tokens)
+        return self._turn(text, parameters, retry=False, keep_tokens=keep_tokens)
 
     def chat(self, text: str, **parameters: Any) -> Reply:
         """Send the next user message and wait for the whole reply."""
@@ -100,7 +111,7 @@ class Conversation(Resource):
         last_user = next((m for m in reversed(self._messages) if m["role"] == "user"), None)
         if last_user is None:
             raise ValueError("there is no turn to retry yet")
-        return self._turn(last_user["content"], last_user["id"], parameters, retry=True, keep_tokens=keep_tokens)
+        return self._turn(last_user["content"], parameters, retry=True, keep_tokens=keep_tokens)
 
     def retry(self, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
@@ -142,18 +153,36 @@ class Conversation(Resource):
     def __repr__(self) -> str:
         return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"
 
-    def _turn(
-        self, text: str, message_id: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool
-    ) -> Stream:
+    def _turn(self, text: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool) -> Stream:
         if self._closed:
             raise ValueError("this conversation is closed")
-        payload = _protocol.prompt_payload(
-            text, {**self._parameters, **parameters}, message_id=message_id, is_retry=retry
-        )
+        merged = {**self._parameters, **parameters}
+        _protocol.prompt_payload(text, merged)  # bad parameters fail here, before any request
+        message_id = str(uuid.uuid4())
+        if retry:
+            message_id = next(m["id"] for m in reversed(self._messages) if m["role"] == "user")
+
+        def build(family: Family) -> tuple[Prompt, str | None]:
+            family.check_parameters(merged)
+            if not family.tree:
+                # The client names the user message; a retry replaces it and what follows.
+                return Prompt(text, message_id=message_id, is_retry=retry, parameters=merged), None
+            last = self._messages[-1] if self._messages else None
+            if retry and last is not None and last["role"] == "assistant":
+                # The retry button: the reply's id and no inputs; the answer becomes its sibling.
+                return Prompt(None, parent_id=last["id"], is_retry=True), None
+            if retry and last is not None:
+                # The last reply failed and only the user message is stored: edit it.
+                return Prompt(text, parent_id=last["id"], is_retry=True), None
+            return Prompt(text, parent_id=self._leaf), None
 
         # on_end must not refer to the stream: the cycle would keep an abandoned
         # stream (``break`` in a plain for loop) alive until the cyclic GC.
         def on_end(stored: str | None, reply: str) -> None:
+            if turn.branch is not None:
+                self._leaf = turn.branch[-1]["id"] if turn.branch else None
+                self._messages = [m for m in turn.branch if m["role"] in ("user", "assistant")]
+                return
             if stored is None:
                 return
             if retry:
@@ -161,9 +190,9 @@ class Conversation(Resource):
                 index = next(i for i, m in enumerate(self._messages) if m.get("id") == message_id)
                 del self._messages[index:]
             self._messages.append({"role": "user", "content": text, "id": message_id})
-            self._messages.append({"role": "assistant", "content": reply, "id": payload["options"]["response_id"]})
+            self._messages.append({"role": "assistant", "content": reply, "id": ""})
 
-        turn = Turn(self._client, model=self.model, payload=payload, owner=self, keep_partial=True)
+        turn = Turn(self._client, model=self._model, build=build, owner=self, keep_partial=True)
         return Stream(turn, max_event_size=self._client.max_event_size, keep_tokens=keep_tokens, on_end=on_end)
 
 

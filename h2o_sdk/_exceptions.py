@@ -5,6 +5,7 @@ operation that was running::
 
     H2oError
     ├── SessionCookieError           the server's session cookie can never be sent back
+    ├── UnsupportedError             the server's protocol family cannot do what was asked
     ├── APIConnectionError           no usable answer: refused, reset, DNS, proxy, TLS
     │   └── APITimeoutError          connect or idle read timeout (also a TimeoutError)
     ├── APIStatusError               the server answered with an error status
@@ -16,7 +17,7 @@ operation that was running::
     │   ├── RateLimitError           429 (``retry_after``)
     │   └── InternalServerError      >= 500
     └── StreamError                  the reply stream went wrong after it started
-        ├── GenerationError          an in-band ``{"error", "error_type"}`` event
+        ├── GenerationError          an in-band error (TGI ``{"error"}``, chat-ui ``status: error``)
         ├── IncompleteStreamError    the stream ended before its last event
         └── ProtocolError            an event that cannot be understood, or too large
 
@@ -54,6 +55,7 @@ __all__ = [
     "SessionCookieError",
     "StreamError",
     "UnprocessableEntityError",
+    "UnsupportedError",
     "status_error",
 ]
 
@@ -93,6 +95,15 @@ class SessionCookieError(H2oError):
     chat-ui production builds mark the ``hf-chat`` cookie ``Secure``; over plain
     ``http://`` it is never sent back, so every later request would be a new
     anonymous session answered with 405 (protocol.md 2.1).
+    """
+
+
+class UnsupportedError(H2oError):
+    """The server's protocol family cannot do what was asked.
+
+    Generation parameters exist only in the ``"0.4"`` family (from chat-ui
+    0.7 on the server's model configuration decides them), and only some
+    families list their models. Raised before any request that would act.
     """
 
 
@@ -212,11 +223,17 @@ class StreamError(H2oError):
 
 
 class GenerationError(StreamError):
-    """The server sent an in-band error event (protocol.md 3.3).
+    """The server reported in the stream that generation failed.
+
+    A TGI ``{"error", "error_type"}`` event (``"0.4"``, protocol.md 3.3), or a
+    chat-ui ``{"type": "status", "status": "error"}`` update (``"0.7"`` on),
+    even when the server sends a ``finalAnswer`` after it.
 
     Attributes:
         error_type: TGI's ``error_type``: ``validation``, ``overloaded``,
             ``generation`` or ``incomplete_generation`` (``None`` if absent).
+        status_code: The upstream's HTTP status, when chat-ui passed it on
+            (``statusCode``, v0.10+; 402 means the account's credits ran out).
     """
 
     def __init__(
@@ -224,11 +241,13 @@ class GenerationError(StreamError):
         message: str,
         *,
         error_type: str | None = None,
+        status_code: int | None = None,
         text: str = "",
         conversation_id: str | None = None,
     ) -> None:
         super().__init__(message, text=text, conversation_id=conversation_id)
         self.error_type = error_type
+        self.status_code = status_code
 
 
 class IncompleteStreamError(StreamError):
@@ -236,7 +255,8 @@ class IncompleteStreamError(StreamError):
 
 
 class ProtocolError(StreamError):
-    """An event that is not valid TGI JSON, or larger than the size bound."""
+    """An answer the client cannot understand: an event or line that is not
+    valid, one larger than the size bound, or a body of the wrong kind."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

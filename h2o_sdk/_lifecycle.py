@@ -1,4 +1,4 @@
-"""One owner of a turn's life: accept, create, send, stop, drain, delete.
+"""One owner of a turn's life: detect, accept, create, send, stop, drain, read back, delete.
 
 A *turn* is one prompt and its reply. Its life is a small state machine
 (:data:`TRANSITIONS`): the stream reports what happened (:class:`Event`), and
@@ -34,11 +34,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from . import _protocol
 from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
+from ._protocol import Family, Prompt
 from ._types import Timeout
 
 __all__ = [
@@ -247,17 +248,26 @@ class Transport(Protocol):
     """What a turn needs from the client: the requests, and its settings."""
 
     timeout: Timeout
+    model: str
 
     def check_open(self) -> None:
         """Raise ``ValueError`` if the client is closed."""
+        ...
+
+    def family(self, abort: Abort) -> Family:
+        """The server's wire family (detected on first need)."""
         ...
 
     def accept_settings(self, abort: Abort) -> None:
         """Accept the welcome modal, once per session."""
         ...
 
-    def create_conversation(self, model: str, abort: Abort) -> str:
+    def create_conversation(self, model: str, abort: Abort, preprompt: str | None = None) -> str:
         """Create a conversation and return its id."""
+        ...
+
+    def leaf(self, conversation_id: str, abort: Abort) -> str:
+        """The id of the message a new one goes under (tree families)."""
         ...
 
     def take_spare(self, model: str) -> str | None:
@@ -268,8 +278,12 @@ class Transport(Protocol):
         """Create conversations ahead in the background, up to ``prefetch``, once ``after`` is set."""
         ...
 
-    def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Body:
-        """POST the prompt; return its streaming answer once the status line said 2xx."""
+    def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> Body:
+        """POST the prompt in the family's shape; return its streaming answer once the status line said 2xx."""
+        ...
+
+    def read_back(self, conversation_id: str, deadline: float) -> list[dict[str, str]] | None:
+        """The current branch the server stored, root first; ``None`` if it cannot be read (logged)."""
         ...
 
     def cleanup_request(self, method: str, path: str, deadline: float) -> None:
@@ -315,25 +329,35 @@ class Turn:
 
     Args:
         transport: The client.
-        model: The model of a conversation to create.
-        payload: The prompt's JSON body.
+        model: The model of a conversation to create (``None``: the client's,
+            read when the conversation is created).
+        build: Makes the prompt, and the preprompt of a conversation to
+            create, for the server's family (it raises ``UnsupportedError``
+            for what the family cannot send: nothing has been created then).
         owner: The conversation, or ``None`` for a one-shot turn.
         keep_partial: Read what the server sends after a stop, so the text is
             what the server stored (conversations).
+
+    Attributes:
+        branch: For a conversation's turn, what the server stored afterwards
+            (the current branch, root first), when the family reads it back.
     """
 
     def __init__(
         self,
         transport: Transport,
         *,
-        model: str,
-        payload: Mapping[str, Any],
+        model: str | None,
+        build: Callable[[Family], tuple[Prompt, str | None]],
         owner: Owner | None = None,
         keep_partial: bool = False,
     ) -> None:
         self._transport = transport
         self._model = model
-        self._payload = payload
+        self._build = build
+        self._family: Family | None = None
+        self.stream_format = "sse"
+        self.branch: list[dict[str, str]] | None = None
         self._owner = owner
         self._keep_partial = keep_partial
         self._abort = Abort()
@@ -395,20 +419,27 @@ class Turn:
     def _open(self) -> Body:
         transport, abort = self._transport, self._abort
         owner = self._owner
+        family = self._family = transport.family(abort)
+        self.stream_format = family.stream
+        prompt, preprompt = self._build(family)  # what the family cannot send fails here, before any create
         self.conversation_id = owner.conversation_id() if owner is not None else None
-        if self.conversation_id is None and (spare := transport.take_spare(self._model)) is not None:
+        model = self._model or transport.model  # detection may have found the server's own default
+        if self.conversation_id is None and preprompt is None and (spare := transport.take_spare(model)):
             self._adopt(spare)  # created ahead: the prompt goes out at once
         if self.conversation_id is None:
             self.fire(Event.CREATE)
             with self._failing():
                 transport.accept_settings(abort)
                 with abort.uncuttable():
-                    conversation_id = transport.create_conversation(self._model, abort)
+                    conversation_id = transport.create_conversation(model, abort, preprompt)
             self._adopt(conversation_id)
             if self.aborted:
                 self.fire(Event.CUT)
                 raise self._aborted_error()
         assert self.conversation_id is not None
+        if family.tree and prompt.parent_id is None:
+            # The server names the root only in the stored conversation (protocol-eras.md 4).
+            prompt = replace(prompt, parent_id=transport.leaf(self.conversation_id, abort))
         self.fire(Event.SEND)
         # Conversations created ahead are made while this reply streams: once the prompt
         # has taken its pooled connection (the refill would take it otherwise), or at
@@ -417,7 +448,7 @@ class Turn:
         transport.refill(abort.attached)
         try:
             with self._failing():
-                body = transport.open_prompt(self.conversation_id, self._payload, abort)
+                body = transport.open_prompt(self.conversation_id, prompt, abort)
         finally:
             abort.attached.set()
         self._body = body
@@ -461,6 +492,10 @@ class Turn:
         if event is not None:
             self.fire(Event(event))
         cleanup = CLEANUP[self.phase]
+        family = self._family
+        if family is not None and not family.stop_ends_reply and cleanup.stop:
+            # v0.8-v0.9 ignore stop-generating (a chat-ui bug): cutting the connection is all there is.
+            cleanup = Cleanup(stop=False, drain=False, stored=cleanup.stored)
         transport, conversation_id, body = self._transport, self.conversation_id, self._body
         deadline = time.monotonic() + transport.timeout.cleanup
         later: list[Step] = []
@@ -478,7 +513,21 @@ class Turn:
         finally:
             self._abort.detach()
             if body is not None:
-                body.close(reuse=self.phase is Phase.COMPLETED)
+                # v0.7 never ends its body: its connection cannot be reused.
+                reuse = self.phase is Phase.COMPLETED and (family is None or family.ends)
+                if reuse:
+                    body.set_deadline(deadline)
+                body.close(reuse=reuse)
+            try:
+                if (
+                    self._owner is not None and conversation_id is not None and family is not None
+                    and self.phase is not Phase.ABANDONED and (family.stream == "jsonl" or self.phase is Phase.CUT)
+                ):
+                    # From 0.7 on the server keeps what happened (the user message even when
+                    # generation failed); 0.4 keeps a stopped reply's text as it noticed the stop.
+                    self.branch = transport.read_back(conversation_id, deadline)
+            except Exception as exc:  # cleanup must not replace what is propagating
+                logger.warning("could not read back conversation %s: %s", conversation_id, exc)
             try:
                 if later:
                     assert conversation_id is not None

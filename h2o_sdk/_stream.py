@@ -1,13 +1,16 @@
-"""Bytes from the socket -> lines -> sseclient-py -> tokens: the stream object.
+"""Bytes from the socket -> lines -> tokens: the stream object.
 
-This module never opens a connection. The client hands a :class:`Stream` a
-function that performs the request and returns an :class:`Exchange`: the
-body's byte chunks, as they arrive, and a ``finish`` step that cleans up on
-the server. Only this module sees ``sseclient`` events.
+This module never opens a connection. A :class:`Stream` drives an
+:class:`Exchange` (a ``_lifecycle.Turn``), which sends the prompt and hands
+back the body's byte chunks as they arrive, and cleans up on the server.
+The body is read one of two ways, as the server's family says: TGI
+server-sent events through sseclient-py (``"0.4"``; only this module sees
+``sseclient`` events), or chat-ui's JSON-lines updates (``"0.7"`` on).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -23,10 +26,11 @@ from ._exceptions import (
     StreamError,
 )
 from ._protocol import parse_event, reply_fields
+from ._protocol._updates import FINAL, STREAM, TITLE, parse_update
 from ._resource import Resource
 from ._types import Reply, Token
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Exchange", "LineReader", "Stream"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Exchange", "LineReader", "Stream", "json_lines"]
 
 #: The largest event (bytes between two blank lines) a stream accepts.
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
@@ -119,10 +123,58 @@ class LineReader:
             raise _Truncated()
 
 
+def json_lines(chunks: Iterable[bytes], max_line_size: int = DEFAULT_MAX_EVENT_SIZE) -> Iterator[str]:
+    """The non-blank lines of a JSON-lines body, stripped and decoded (protocol-eras.md 9.3).
+
+    Stripping takes off the 4096 spaces chat-ui writes after ``finalAnswer``
+    (without a newline, so ``finished`` arrives glued to them). A line is
+    yielded as soon as its newline arrives; chat-ui writes one update per
+    chunk, so the common read is exactly one line.
+
+    Raises:
+        ProtocolError: A line grew past ``max_line_size``, or is not UTF-8.
+        _Truncated: The body ended in the middle of an update.
+    """
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+            pending = b""
+        if chunk[-1:] == b"\n" and chunk.count(b"\n") == 1:
+            lines = [chunk]  # the common case: one whole update
+        else:
+            lines = chunk.split(b"\n")
+            pending = lines.pop()
+            if len(pending) > max_line_size:
+                if pending.strip():
+                    raise ProtocolError(f"a stream line is larger than {max_line_size} bytes")
+                pending = b""  # padding: nothing to keep
+        for line in lines:
+            if len(line) > max_line_size:
+                raise ProtocolError(f"a stream line is larger than {max_line_size} bytes")
+            text = line.strip()
+            if text:
+                try:
+                    yield text.decode()
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError(f"the stream is not valid UTF-8: {exc}") from exc
+    tail = pending.strip()
+    if tail:
+        # The last line need not end in a newline, but one cut in the middle is not an update.
+        try:
+            last = tail.decode()
+            json.loads(last)
+        except (ValueError, RecursionError):
+            raise _Truncated() from None
+        yield last
+
+
 class Exchange(Protocol):
     """One prompt's life on the server, as the stream drives it (``_lifecycle.Turn``)."""
 
     conversation_id: str | None
+    #: How the body is read, known once :meth:`open` has returned: ``"sse"`` or ``"jsonl"``.
+    stream_format: str
 
     @property
     def aborted(self) -> bool:
@@ -264,7 +316,7 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("count", "exchange", "parts", "reply", "tokens")
+    __slots__ = ("count", "exchange", "parts", "reply", "title", "tokens")
 
     def __init__(self, keep_tokens: bool, exchange: Exchange) -> None:
         self.parts: list[str] = []
@@ -272,6 +324,7 @@ class _State:
         self.count = 0
         self.reply: Reply | None = None
         self.exchange = exchange
+        self.title: str | None = None
 
     @property
     def conversation_id(self) -> str | None:
@@ -317,24 +370,14 @@ def _run(
     outcome = _CUT
     events: Iterator[Any] | None = None
     try:
-        events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
-        for event in events:
-            try:
-                token, final = parse_event(event.data)
-            except GenerationError:
-                outcome = _REFUSED  # the server ended the generation: it stores nothing
-                raise
-            state.add(token)
-            if final is not None:
-                state.reply = Reply(
-                    **reply_fields(final),
-                    tokens=tuple(state.tokens) if state.tokens is not None else (),
-                    conversation_id=state.conversation_id,
-                )
-                outcome = _FINAL
-                yield token
-                return
-            yield token
+        if exchange.stream_format == "jsonl":
+            events = json_lines(body.chunks(), max_event_size)
+            outcome = yield from _read_updates(state, events)
+        else:
+            events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
+            outcome = yield from _read_events(state, events)
+        if outcome == _FINAL:
+            return
         outcome = _ended(exchange)
         raise _early_end(state, exchange, "the stream ended before its last event")
     except _Truncated:
@@ -342,6 +385,10 @@ def _run(
         raise _early_end(state, exchange, "the stream ended in the middle of an event") from None
     except UnicodeDecodeError as exc:  # sseclient-py decodes each line
         raise state.error(ProtocolError, f"the stream is not valid UTF-8: {exc}") from exc
+    except GenerationError as exc:
+        outcome = _REFUSED  # the server ended the generation
+        state.annotate(exc)
+        raise
     except StreamError as exc:
         state.annotate(exc)  # parse errors and the size bound know nothing of the text so far
         raise
@@ -354,11 +401,54 @@ def _run(
     finally:
         stored = None
         try:
-            drain = None if events is None else lambda: _drain(events, state)
+            drain = None if events is None else lambda: _drain(events, state, exchange.stream_format == "jsonl")
             stored = exchange.finish(outcome, drain)
         finally:  # even if a second Ctrl-C lands here
             if on_end is not None:
                 on_end(stored, state.reply.text if state.reply is not None else state.text())
+
+
+def _read_events(state: _State, events: Iterator[Any]) -> Generator[Token, None, str]:
+    """TGI events to tokens, up to the last one; the outcome (``""``: the body ended first)."""
+    for event in events:
+        token, final = parse_event(event.data)
+        state.add(token)
+        if final is not None:
+            state.reply = Reply(
+                **reply_fields(final),
+                tokens=tuple(state.tokens) if state.tokens is not None else (),
+                conversation_id=state.conversation_id,
+            )
+            yield token
+            return _FINAL
+        yield token
+    return ""
+
+
+def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Token, None, str]:
+    """chat-ui updates to tokens, up to ``finalAnswer``; the outcome (``""``: the body ended first).
+
+    Nothing after ``finalAnswer`` is waited for: v0.7 never ends its body.
+    """
+    for line in lines:
+        kind, value = parse_update(line)
+        if kind == STREAM:
+            token = Token(None, value)
+            state.add(token)
+            yield token
+        elif kind == FINAL:
+            interrupted = value.get("interrupted")
+            state.reply = Reply(
+                value["text"],
+                tokens=tuple(state.tokens) if state.tokens is not None else (),
+                conversation_id=state.conversation_id,
+                title=state.title,
+                interrupted=interrupted if isinstance(interrupted, bool) else None,
+            )
+            return _FINAL
+        elif kind == TITLE:
+            state.title = value
+    return ""
 
 
 def _ended(exchange: Exchange) -> str:
@@ -374,9 +464,17 @@ def _early_end(state: _State, exchange: Exchange, message: str) -> StreamError:
     return state.error(IncompleteStreamError, "the stream was aborted" if exchange.aborted else message)
 
 
-def _drain(events: Iterator[Any], state: _State) -> None:
+def _drain(events: Iterator[Any], state: _State, jsonl: bool) -> None:
     """Read the rest of a stopped stream into ``state`` (the turn bounds it by its deadline)."""
     try:
+        if jsonl:
+            for line in events:
+                kind, value = parse_update(line)
+                if kind == STREAM:
+                    state.add(Token(None, value))
+                elif kind == FINAL:
+                    return
+            return
         for event in events:
             token, final = parse_event(event.data)
             state.add(token)

@@ -15,10 +15,10 @@ MAX_TIMEOUT = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """One generated token, as TGI streamed it.
+    """One generated token, as the server streamed it.
 
     Attributes:
-        id: The model's token id.
+        id: The model's token id (``None`` from chat-ui 0.7 on, which sends text only).
         text: The token's text; may be ``""`` for a token that only completes
             part of a multi-byte character.
         logprob: The token's log-probability, when the server sent one.
@@ -26,7 +26,7 @@ class Token:
             their text is not part of the reply.
     """
 
-    id: int
+    id: int | None
     text: str
     logprob: float | None = None
     special: bool = False
@@ -47,13 +47,20 @@ class Reply:
 
     Attributes:
         text: The whole reply, as the server's ``generated_text`` (special
-            tokens excluded; stop sequences included, as TGI sends them).
+            tokens excluded; stop sequences included, as TGI sends them), or
+            from chat-ui 0.7 on its ``finalAnswer`` text (which can differ
+            from the joined tokens: 0.10 re-sends tokens after an upstream
+            failover).
         finish_reason: ``"eos_token"``, ``"length"`` or ``"stop_sequence"``;
             ``None`` when the server sent no details (ask with ``details=True``).
         generated_tokens: How many tokens were generated, or ``None`` without details.
         seed: The sampling seed the server reported, or ``None``.
         tokens: Every token received, the final special one included.
         conversation_id: The server conversation that produced the reply.
+        title: The conversation's title, when the server sent one with the
+            reply (chat-ui 0.7 on), else ``None``.
+        interrupted: chat-ui 0.9 on: ``True`` when generation did not end on
+            its own (stopped, or the token limit); ``None`` when not said.
     """
 
     text: str
@@ -62,6 +69,8 @@ class Reply:
     seed: int | None = None
     tokens: tuple[Token, ...] = field(default=(), repr=False)
     conversation_id: str | None = None
+    title: str | None = None
+    interrupted: bool | None = None
 
     def __str__(self) -> str:
         return self.text

@@ -69,7 +69,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def client() -> Iterator[Client]:
-    with Client(BASE) as c:
+    with Client(BASE, protocol="0.4") as c:
         yield c
 
 
@@ -166,7 +166,7 @@ def test_secure_cookie_over_https_is_fine(mock: responses.RequestsMock) -> None:
              match=[matchers.header_matcher({"Cookie": "hf-chat=abc"})])
     mock.add(responses.POST, f"{https}/conversation/{CID}", body=b"".join(reply_events(WORDS)))
     mock.add(responses.DELETE, f"{https}/conversation/{CID}", body=b"")
-    with Client(https) as client:
+    with Client(https, protocol="0.4") as client:
         assert client.chat("Hi").text == TEXT
 
 
@@ -296,7 +296,8 @@ def test_cleanup_is_bounded_by_the_cleanup_timeout(mock: responses.RequestsMock,
     add_prompt(mock, status=422, json={"error": "bad"})
     add_delete(mock, status=429, headers={"Retry-After": "30"}, json={"message": "later"})
     add_delete(mock)
-    with Client(BASE, timeout=h2o_sdk.Timeout(cleanup=1.0)) as client, pytest.raises(UnprocessableEntityError):
+    with Client(BASE, protocol="0.4", timeout=h2o_sdk.Timeout(cleanup=1.0)) as client, \
+            pytest.raises(UnprocessableEntityError):
         client.chat("Hi")
     assert sleeps == []  # a 30 s Retry-After does not fit in a 1 s cleanup budget
     assert calls(mock) == [*FLOW, DELETE, DELETE]  # the failed delete tried once more by close()
@@ -366,7 +367,8 @@ def test_settings_retries_connection_errors_and_honours_retry_after(
 
 def test_max_retries_zero_disables(mock: responses.RequestsMock, sleeps: list[float]) -> None:
     mock.add(responses.POST, BASE + "/settings", body=requests.ConnectionError("refused"))
-    with Client(BASE, max_retries=0) as client, pytest.raises(APIConnectionError, match="refused") as info:
+    with Client(BASE, protocol="0.4", max_retries=0) as client, \
+            pytest.raises(APIConnectionError, match="refused") as info:
         client.chat("Hi")
     assert isinstance(info.value.__cause__, requests.ConnectionError)
     assert sleeps == []
@@ -464,7 +466,7 @@ def test_constructor_misuse(kwargs: dict[str, Any], error: type[Exception]) -> N
 
 
 def test_closed_client_refuses_new_streams() -> None:
-    client = Client(BASE)
+    client = Client(BASE, protocol="0.4")
     client.close()
     client.close()
     with pytest.raises(ValueError, match="closed"):
@@ -484,7 +486,7 @@ class RecordingSession(requests.Session):
 def test_callers_session_proxy_headers_and_timeouts_apply_to_every_request(mock: responses.RequestsMock) -> None:
     happy(mock)
     session = RecordingSession()
-    with Client(BASE, session=session, proxy="http://proxy.test:3128", headers={"X-Team": "a"},
+    with Client(BASE, protocol="0.4", session=session, proxy="http://proxy.test:3128", headers={"X-Team": "a"},
                 timeout=(3, 7)) as client:
         client.chat("Hi")
     assert [seen["method"] for seen in session.seen] == ["POST", "POST", "POST", "DELETE"]
@@ -514,7 +516,7 @@ def test_own_session_sends_what_requests_would_prepare(mock: responses.RequestsM
     sent = []
     for session in (None, requests.Session()):
         happy(mock)
-        with Client(BASE, session=session, headers={"X-Team": "a", "Accept-Encoding": None}) as client:  # type: ignore[dict-item]
+        with Client(BASE, protocol="0.4", session=session, headers={"X-Team": "a", "Accept-Encoding": None}) as client:  # type: ignore[dict-item]
             client.chat("Hi", temperature=0.2)
         sent.append([_wire(call.request) for call in mock.calls])
         mock.calls.reset()
@@ -541,7 +543,7 @@ def test_netrc_credentials_are_sent(mock: responses.RequestsMock, tmp_path: Any,
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     happy(mock)
-    with Client(BASE) as client:
+    with Client(BASE, protocol="0.4") as client:
         client.chat("Hi")
     assert [call.request.headers.get("Authorization") for call in mock.calls] == ["Basic YW5uOnMzY3JldA=="] * 4
 
@@ -606,9 +608,9 @@ def test_socks_proxies_need_the_socks_extra() -> None:
 
     if importlib.util.find_spec("socks") is None:
         with pytest.raises(ValueError, match=r"h2o_sdk\[socks\]"):
-            Client(BASE, proxy="socks5://127.0.0.1:1080")
+            Client(BASE, protocol="0.4", proxy="socks5://127.0.0.1:1080")
     else:  # pragma: no cover - with the extra installed
-        with Client(BASE, proxy="socks5h://127.0.0.1:1080") as client:
+        with Client(BASE, protocol="0.4", proxy="socks5h://127.0.0.1:1080") as client:
             assert client._proxies == {"http": "socks5h://127.0.0.1:1080", "https": "socks5h://127.0.0.1:1080"}
 
 

@@ -11,7 +11,7 @@ EXPECTED = {
     "Client", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "GenerationError", "H2oError",
     "IncompleteStreamError", "InternalServerError", "NotFoundError", "PermissionDeniedError", "ProtocolError",
     "RateLimitError", "Reply", "SessionCookieError", "Stream", "StreamError", "Timeout", "Token",
-    "UnprocessableEntityError", "__version__", "format_prompt",
+    "UnprocessableEntityError", "UnsupportedError", "__version__", "format_prompt",
 }
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from h2o_sdk import APIConnectionError, APIStatusError, APITimeoutError, IncompleteStreamError
 from h2o_sdk._lifecycle import CLEANUP, TRANSITIONS, Abort, Event, Phase, Turn, run_steps
+from h2o_sdk._protocol import FAMILIES, Family, Prompt
 
 P, E = Phase, Event
 
@@ -57,7 +57,7 @@ def test_the_transition_table_is_exactly_the_expected_one() -> None:
 @pytest.mark.parametrize(("phase", "event"), list(itertools.product(Phase, Event)),
                          ids=lambda value: value.value)
 def test_every_pair_of_phase_and_event(phase: Phase, event: Event) -> None:
-    turn = Turn(FakeTransport(), model="m", payload={})
+    turn = Turn(FakeTransport(), model="m", build=BUILD)
     turn.phase = phase
     if (phase, event) in EXPECTED:
         assert turn.fire(event) is EXPECTED[phase, event]
@@ -88,13 +88,21 @@ def test_every_phase_is_reachable_from_new_and_ends_closed() -> None:
     assert ended == set(CLEANUP)
 
 
+def BUILD(family: Family) -> tuple[Prompt, str | None]:
+    return Prompt("hi"), None
+
+
 class FakeTransport:
     """Records the turn's requests; each step's behaviour is set per test."""
 
-    def __init__(self, *, create: Any = "c1", prompt: Any = None, cleanup: Any = None) -> None:
+    model = "m"
+
+    def __init__(self, *, create: Any = "c1", prompt: Any = None, cleanup: Any = None, protocol: str = "0.4") -> None:
         from h2o_sdk import Timeout
 
         self.timeout = Timeout(cleanup=2)
+        self._family = FAMILIES[protocol]
+        self.read: list[str] = []
         self.sent: list[tuple[str, str]] = []
         self._create, self._prompt, self._cleanup = create, prompt, cleanup
         self.tracked: set[Turn] = set()
@@ -112,19 +120,30 @@ class FakeTransport:
     def accept_settings(self, abort: Abort) -> None:
         pass
 
+    def family(self, abort: Abort) -> Family:
+        return self._family
+
+    def leaf(self, conversation_id: str, abort: Abort) -> str:
+        self.sent.append(("GET", f"/conversation/{conversation_id}/__data.json"))
+        return "root"
+
+    def read_back(self, conversation_id: str, deadline: float) -> list[dict[str, str]] | None:
+        self.read.append(conversation_id)
+        return [{"role": "system", "content": "", "id": "root"}]
+
     def take_spare(self, model: str) -> str | None:
         return None
 
     def refill(self, after: Any) -> None:
         pass
 
-    def create_conversation(self, model: str, abort: Abort) -> str:
+    def create_conversation(self, model: str, abort: Abort, preprompt: str | None = None) -> str:
         self.sent.append(("POST", "/conversation"))
         if isinstance(self._create, BaseException):
             raise self._create
         return str(self._create)
 
-    def open_prompt(self, conversation_id: str, payload: Mapping[str, Any], abort: Abort) -> Any:
+    def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> Any:
         self.sent.append(("POST", f"/conversation/{conversation_id}"))
         if isinstance(self._prompt, BaseException):
             raise self._prompt
@@ -176,7 +195,7 @@ def test_a_failed_prompt_is_cleaned_up_before_the_error_propagates(
     failure: BaseException, requests: list[tuple[str, str]]
 ) -> None:
     transport = FakeTransport(prompt=failure)
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
     with pytest.raises(type(failure)):
         turn.open()
     assert transport.sent == requests
@@ -190,7 +209,7 @@ def test_a_failed_prompt_is_cleaned_up_before_the_error_propagates(
 )
 def test_a_failed_create_sends_nothing_more(failure: BaseException, requests: list[tuple[str, str]]) -> None:
     transport = FakeTransport(create=failure)
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
     with pytest.raises(type(failure)):
         turn.open()
     assert transport.sent == requests and turn.phase is Phase.CLOSED
@@ -198,7 +217,7 @@ def test_a_failed_create_sends_nothing_more(failure: BaseException, requests: li
 
 def test_an_abort_before_open_sends_nothing() -> None:
     transport = FakeTransport()
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
     assert turn.abort() is True
     with pytest.raises(IncompleteStreamError, match="aborted"):
         turn.open()
@@ -207,9 +226,9 @@ def test_an_abort_before_open_sends_nothing() -> None:
 
 def test_an_abort_during_the_create_lets_it_finish_then_deletes_it() -> None:
     transport = FakeTransport()
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
 
-    def create(model: str, abort: Abort) -> str:
+    def create(model: str, abort: Abort, preprompt: str | None = None) -> str:
         assert turn.abort() is False  # the create is not cut: it finishes in the background
         return "c1"
 
@@ -231,7 +250,7 @@ def test_an_abort_during_the_create_lets_it_finish_then_deletes_it() -> None:
 def test_finish_of_a_one_shot_turn(event: str, requests: list[tuple[str, str]], stored: str | None,
                                    drained: bool) -> None:
     transport = FakeTransport()
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
     body = turn.open()
     seen: list[bool] = []
     assert turn.finish(event, lambda: seen.append(True)) == stored
@@ -263,7 +282,7 @@ class FakeOwner:
 def test_a_conversation_turn_drains_after_a_cut_and_never_deletes() -> None:
     transport = FakeTransport()
     owner = FakeOwner("c1")
-    turn = Turn(transport, model="m", payload={}, owner=owner, keep_partial=True)
+    turn = Turn(transport, model="m", build=BUILD, owner=owner, keep_partial=True)
     turn.open()
     assert owner.turns == 1
     seen: list[bool] = []
@@ -273,7 +292,7 @@ def test_a_conversation_turn_drains_after_a_cut_and_never_deletes() -> None:
 
 def test_a_conversation_closed_while_its_first_turn_created_it_is_deleted() -> None:
     transport = FakeTransport()
-    turn = Turn(transport, model="m", payload={}, owner=FakeOwner(closed=True), keep_partial=True)
+    turn = Turn(transport, model="m", build=BUILD, owner=FakeOwner(closed=True), keep_partial=True)
     with pytest.raises(ValueError, match="closed"):
         turn.open()
     assert transport.sent == [CREATE, DELETE]
@@ -281,7 +300,7 @@ def test_a_conversation_closed_while_its_first_turn_created_it_is_deleted() -> N
 
 def test_failed_cleanup_requests_are_logged_and_the_turn_still_closes(caplog: pytest.LogCaptureFixture) -> None:
     transport = FakeTransport(cleanup=APIConnectionError("down"))
-    turn = Turn(transport, model="m", payload={})
+    turn = Turn(transport, model="m", build=BUILD)
     turn.open()
     assert turn.finish("cut", None) == "partial"
     assert turn.phase is Phase.CLOSED and "could not delete conversation c1" in caplog.text

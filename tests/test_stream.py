@@ -21,6 +21,7 @@ class FakeExchange:
 
     conversation_id = CID
     aborted = False
+    stream_format = "sse"
 
     def __init__(self, chunks: Iterable[bytes | BaseException]) -> None:
         self._chunks = chunks

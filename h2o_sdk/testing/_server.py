@@ -480,6 +480,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._patch(conversation_id, body)
             if method == "POST" and rest == ["stop-generating"]:
                 return self._stop(conversation_id)
+            if method in ("GET", "HEAD") and rest in (["stop-generating"], ["summarize"]):
+                # SvelteKit's answer for an endpoint without GET (what detection probes for).
+                return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
+                                  headers={"allow": "POST"})
             if method == "POST" and rest == ["summarize"]:
                 # Title generation needs a non-streaming endpoint; TGI's
                 # /generate_stream cannot serve it (2.7).

@@ -1,18 +1,21 @@
-"""The h2oGPT chat wire contract (``shared/protocol.md``) as pure functions; no I/O."""
+"""The ``"0.4"`` family (chat-ui v0.3-v0.6, gpt-gm.h2o.ai): TGI parameters in, TGI server-sent events out.
+
+``shared/protocol.md`` in full; pure functions, no I/O.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-from ._exceptions import GenerationError, ProtocolError
-from ._types import Token
+from .._exceptions import GenerationError, ProtocolError
+from .._types import Token
+from ._common import check_text
+from ._family import Family, Prompt
 
-DEFAULT_BASE_URL = "https://gpt-gm.h2o.ai"
-DEFAULT_MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
+_raw_decode = json.JSONDecoder().raw_decode
 
 #: The seed's generation parameters (protocol.md 1); caller keywords override them.
 DEFAULT_PARAMETERS: Mapping[str, Any] = {
@@ -33,23 +36,6 @@ TGI_PARAMETERS = frozenset({
     "top_n_tokens", "top_p", "truncate", "typical_p", "watermark",
 })
 
-SETTINGS_PATH = "/settings"
-CONVERSATION_PATH = "/conversation"
-
-_ROLES = ("system", "user", "assistant")
-_raw_decode = json.JSONDecoder().raw_decode
-
-Messages = str | Sequence[Mapping[str, str]]
-
-
-def conversation_path(conversation_id: str) -> str:
-    # The id is the server's: quoted, so that it stays one path segment whatever it holds.
-    return f"{CONVERSATION_PATH}/{quote(conversation_id, safe='')}"
-
-
-def stop_generating_path(conversation_id: str) -> str:
-    return conversation_path(conversation_id) + "/stop-generating"
-
 
 def settings_form(model: str) -> dict[str, str]:
     """The welcome-modal form of ``POST /settings`` (protocol.md 1, step 1).
@@ -64,24 +50,6 @@ def settings_form(model: str) -> dict[str, str]:
         "activeModel": model,
         "searchEnabled": "true",
     }
-
-
-def create_payload(model: str) -> dict[str, str]:
-    """The JSON body of ``POST /conversation``."""
-    return {"model": model}
-
-
-def parse_conversation_id(body: Any) -> str:
-    """The conversation id from the answer to ``POST /conversation``.
-
-    Raises:
-        ProtocolError: The answer has no string ``conversationId``.
-    """
-    if isinstance(body, Mapping):
-        conversation_id = body.get("conversationId")
-        if isinstance(conversation_id, str) and conversation_id:
-            return conversation_id
-    raise ProtocolError(f"the server's answer has no conversationId: {str(body)[:200]!r}")
 
 
 def prompt_payload(
@@ -149,72 +117,6 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
     )
 
 
-def check_text(text: str, what: str) -> None:
-    """Refuse text that cannot be sent as UTF-8 (a lone surrogate, e.g. from a bad decode).
-
-    Raises:
-        ValueError: Naming where the bad character is.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{what} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}), which is not "
-            "valid Unicode text and cannot be sent"
-        ) from None
-
-
-def format_prompt(messages: Messages) -> str:
-    """Flatten messages into one prompt, exactly like the seed (protocol.md 4).
-
-    A ``str`` is one user message. A single message is sent as its content
-    unchanged; several become ``"<Role>: <content>"`` lines followed by
-    ``"\\nAssistant:"``. The caller's list is only read.
-
-    Raises:
-        TypeError: ``messages`` is not a string or a sequence of mappings, or
-            a role or content is not a string.
-        ValueError: The list is empty, a message lacks ``role`` or
-            ``content``, a role is unknown, or the prompt is blank.
-    """
-    if isinstance(messages, str):
-        prompt = messages
-    elif isinstance(messages, (bytes, bytearray)) or not isinstance(messages, Sequence):
-        raise TypeError(
-            "messages must be a str or a sequence of {'role': ..., 'content': ...} mappings, "
-            f"not {type(messages).__name__}"
-        )
-    elif not messages:
-        raise ValueError("messages is empty: give at least one message")
-    else:
-        pairs = [_role_and_content(index, message) for index, message in enumerate(messages)]
-        if len(pairs) == 1:
-            prompt = pairs[0][1]
-        else:
-            lines = [f"{role.capitalize()}: {content}" for role, content in pairs]
-            prompt = "\n".join(lines) + "\nAssistant:"
-    if not prompt.strip():
-        raise ValueError("the prompt is blank: chat-ui rejects blank inputs")
-    check_text(prompt, "the prompt")
-    return prompt
-
-
-def _role_and_content(index: int, message: object) -> tuple[str, str]:
-    if not isinstance(message, Mapping):
-        raise TypeError(f"messages[{index}] must be a mapping with 'role' and 'content', not {type(message).__name__}")
-    missing = [key for key in ("role", "content") if key not in message]
-    if missing:
-        raise ValueError(f"messages[{index}] has no {' or '.join(repr(k) for k in missing)}")
-    role, content = message["role"], message["content"]
-    if not isinstance(role, str):
-        raise TypeError(f"messages[{index}]['role'] must be a str, not {type(role).__name__}")
-    if not isinstance(content, str):
-        raise TypeError(f"messages[{index}]['content'] must be a str, not {type(content).__name__}")
-    if role not in _ROLES:
-        raise ValueError(f"messages[{index}]['role'] is {role!r}; expected one of {', '.join(_ROLES)}")
-    return role, content
-
-
 def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
     """Parse the data of one TGI stream event (protocol.md 3.2, 3.3).
 
@@ -265,3 +167,24 @@ def reply_fields(final: Mapping[str, Any]) -> dict[str, Any]:
         "generated_tokens": details.get("generated_tokens"),
         "seed": details.get("seed"),
     }
+
+
+class _V04(Family):
+    def check_parameters(self, parameters: Mapping[str, Any]) -> None:
+        check_parameters(parameters)
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        assert prompt.inputs is not None
+        return prompt_payload(
+            prompt.inputs, prompt.parameters or {}, message_id=prompt.message_id, is_retry=prompt.is_retry
+        )
+
+    def settings_body(self, model: str) -> Any:
+        return settings_form(model)
+
+
+FAMILY = _V04(
+    name="0.4", releases="v0.3-v0.6", stream="sse", settings="form", multipart=False, tree=False, preprompt=False,
+    read_back="page", models=None, superjson=False, ends=True, stop_ends_reply=True, parameters=True,
+    stream_types=("text/event-stream",),
+)

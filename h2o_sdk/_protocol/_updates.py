@@ -1,0 +1,109 @@
+"""chat-ui's own stream, one JSON ``MessageUpdate`` per line (every family from ``"0.7"`` on).
+
+One lenient reader covers them all (protocol-eras.md 9.3): strip each line
+(the 4096 spaces after ``finalAnswer`` carry no newline, so ``finished``
+arrives glued to them), strip the U+0000 padding of tokens, take the title
+from ``status: title`` (0.7, 0.8) or ``type: title`` (0.9 on), treat any
+``status: error`` as the failure whatever follows it, skip what is unknown
+(keepAlive, webSearch, reasoning, tool, routerMetadata, file ...).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._exceptions import GenerationError, ProtocolError
+from ._family import Prompt
+
+__all__ = ["FINAL", "OTHER", "STREAM", "TITLE", "parse_update", "settings_json", "tree_body"]
+
+STREAM, FINAL, TITLE, OTHER = 0, 1, 2, 3
+
+_raw_decode = json.JSONDecoder().raw_decode
+_SHOWN = 200
+
+
+def parse_update(line: str) -> tuple[int, Any]:
+    """Parse one stripped, non-empty line.
+
+    Returns:
+        ``(STREAM, token text without padding)``, ``(FINAL, the finalAnswer
+        object)``, ``(TITLE, the title)`` or ``(OTHER, None)``.
+
+    Raises:
+        GenerationError: A ``status: error`` update (``status_code`` from its
+            ``statusCode`` when the server sent one).
+        ProtocolError: A line that is not a JSON update.
+    """
+    try:
+        update, end = _raw_decode(line)  # this runs once per token: no whitespace scans
+        if end != len(line):
+            raise ValueError("extra data after the JSON value")
+    except (ValueError, RecursionError) as exc:
+        hint = ""
+        if line.startswith(("data:", "event:", ":")):
+            hint = "; it looks like server-sent events, as chat-ui 0.4 sends (try protocol='auto' or '0.4')"
+        raise ProtocolError(f"a stream line is not a JSON update: {line[:_SHOWN]!r}{hint}") from exc
+    if not isinstance(update, dict):
+        raise ProtocolError(f"a stream line is not a JSON update: {line[:_SHOWN]!r}")
+    kind = update.get("type")
+    if kind == "stream":
+        token = update.get("token")
+        if not isinstance(token, str):
+            raise ProtocolError(f"a stream update without a token: {line[:_SHOWN]!r}")
+        return STREAM, token.rstrip("\x00")
+    if kind == "finalAnswer":
+        if not isinstance(update.get("text"), str):
+            raise ProtocolError(f"a finalAnswer without its text: {line[:_SHOWN]!r}")
+        return FINAL, update
+    if kind == "status":
+        status = update.get("status")
+        if status == "error":
+            message = update.get("message")
+            code = update.get("statusCode")
+            raise GenerationError(
+                message if isinstance(message, str) and message else "the server reported an error",
+                status_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            )
+        if status == "title" and isinstance(update.get("message"), str):
+            return TITLE, update["message"]
+        return OTHER, None
+    if kind == "title":
+        title = update.get("title")
+        return (TITLE, title) if isinstance(title, str) else (OTHER, None)
+    if not isinstance(kind, str):
+        # A JSON body where a stream was expected: {"message": ...} from a route error.
+        raise ProtocolError(f"the server sent JSON that is not a stream update: {line[:_SHOWN]!r}")
+    return OTHER, None
+
+
+def settings_json(model: str) -> dict[str, Any]:
+    """The JSON ``POST /settings`` of v0.7-v0.9, as their front end sends it (settings_accept captures).
+
+    It resets the session's other settings to their defaults, which is what a
+    new anonymous session has anyway.
+    """
+    return {
+        "shareConversationsWithModelAuthors": True,
+        "hideEmojiOnSidebar": False,
+        "ethicsModalAcceptedAt": None,
+        "activeModel": model,
+        "customPrompts": {},
+        "recentlySaved": False,
+        "ethicsModalAccepted": True,
+    }
+
+
+def tree_body(prompt: Prompt) -> dict[str, Any]:
+    """The fields every tree family's message takes (protocol-eras.md 9.4).
+
+    A regenerate sends the reply's id and no ``inputs``, as the retry button does (``msg_retry``).
+    """
+    body: dict[str, Any] = {}
+    if prompt.inputs is not None:
+        body["inputs"] = prompt.inputs
+    body["id"] = prompt.parent_id
+    body["is_retry"] = prompt.is_retry
+    body["is_continue"] = False
+    return body

@@ -1,0 +1,29 @@
+"""The ``"0.10"`` family (chat-ui v0.9.6, v0.10 and later; HuggingChat since 2025-10).
+
+No welcome gate; an OpenAI-compatible upstream; ``application/jsonl`` with a
+``finished`` update after ``finalAnswer``; stop-generating ends the reply with
+``finalAnswer{interrupted: true}``; ``/api/v2`` answers in superjson
+(protocol-eras.md 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._family import Family, Prompt
+from ._updates import tree_body
+
+
+class _V010(Family):
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        return tree_body(prompt)
+
+    def settings_body(self, model: str) -> Any:
+        return None
+
+
+FAMILY = _V010(
+    name="0.10", releases="v0.9.6, v0.10+", stream="jsonl", settings=None, multipart=True, tree=True, preprompt=True,
+    read_back="api2", models="/api/v2/models", superjson=True, ends=True, stop_ends_reply=True, parameters=False,
+    stream_types=("application/jsonl",),
+)
