@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._replies import default_reply, tokenize
-    from ._server import MODELS, ChatServer, Fault, Record, serve
+    from ._server import MODELS, PROTOCOLS, ChatServer, Fault, Record, serve
 
 # Loaded on first use: the pytest plugin imports this package in every pytest process.
 _MODULES = {"default_reply": "_replies", "tokenize": "_replies", "MODELS": "_server", "ChatServer": "_server",
-            "Fault": "_server", "Record": "_server", "serve": "_server"}
+            "Fault": "_server", "Record": "_server", "serve": "_server", "PROTOCOLS": "_server"}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +36,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["MODELS", "ChatServer", "Fault", "Record", "default_reply", "serve", "tokenize"]
+__all__ = ["MODELS", "PROTOCOLS", "ChatServer", "Fault", "Record", "default_reply", "serve", "tokenize"]

@@ -10,6 +10,8 @@ __all__ = ["default_reply", "tokenize"]
 
 _PIECE = re.compile(r"\s*[\w'\u2019]+|\s*[^\w\s]|\s+")
 _PROMPT, _END = "<|prompt|>", "<|endoftext|><|answer|>"
+# ChatML, which chat-ui 0.8 on builds when no template is configured (protocol-eras.md, appendix).
+_CHATML_USER, _CHATML_END = "<|im_start|>user\n", "<|im_end|>"
 
 _OPENINGS = (
     "Here is a thought on “{topic}”.",
@@ -32,9 +34,14 @@ _SENTENCES = (
 
 
 def default_reply(prompt: str) -> str:
-    """A short deterministic reply to the last user message of an h2ogpt-gm prompt."""
+    """A short deterministic reply to the last user message of an h2ogpt-gm or ChatML prompt."""
     # The text after the last user marker: earlier turns are history, not the question.
-    last = prompt.rsplit(_PROMPT, 1)[-1].removesuffix(_END).strip() if _PROMPT in prompt else prompt.strip()
+    if _PROMPT in prompt:
+        last = prompt.rsplit(_PROMPT, 1)[-1].removesuffix(_END).strip()
+    elif _CHATML_USER in prompt:
+        last = prompt.rsplit(_CHATML_USER, 1)[-1].split(_CHATML_END, 1)[0].strip()
+    else:
+        last = prompt.strip()
     topic = " ".join(last.split())
     if len(topic) > 60:
         topic = topic[:57].rstrip() + "..."

@@ -1,0 +1,201 @@
+"""The emulator's HTTP plumbing, shared by every family: the threaded server and the handler base."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._store import COOKIE, ERROR_PAGE, Record, dumps
+
+logger = logging.getLogger("h2o_sdk.testing")
+
+
+class HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # socketserver's default backlog of 5 stalls the sixth simultaneous connection for a second.
+    request_queue_size = 1024
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError):
+                return  # a client that refused the certificate: nothing to serve
+        super().finish_request(request, client_address)
+
+    def __init__(self, address: tuple[str, int], handler: type[Handler], app: Any) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up is normal here; anything else is logged, not printed.
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionResetError, BrokenPipeError)):
+            logger.exception("the local server failed on a request from %s", client_address)
+
+    def close_connections(self) -> None:
+        # Wake handlers blocked reading an idle keep-alive connection.
+        with self._connections_lock:
+            for connection in list(self._connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The HTTP plumbing of every family: answers, cookies, the hook's and SvelteKit's error shapes.
+
+    A family's handler subclasses it and defines ``_dispatch`` (its hook and routes).
+    """
+
+    #: How long the session cookie lives (0.4: a year; from 0.7: two weeks).
+    cookie_lifetime = 365 * 24 * 3600.0
+    #: Only POST answers set the cookie (from 0.7 on).
+    cookie_on_post_only = False
+    #: Seconds between keep-alive writes while a stream waits, unless the server is told otherwise.
+    default_keepalive = 15.0
+    _session_id: str
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    server: HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+        pass
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def app(self) -> Any:
+        return self.server.app
+
+    def _app_path(self) -> str | None:
+        """The request's path under the app's base path (``APP_BASE``); ``None`` outside it."""
+        path = urlsplit(self.path).path
+        base = self.app.base_path
+        if not base:
+            return path
+        if path != base and not path.startswith(base + "/"):
+            return None
+        return path[len(base):] or "/"
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _record(self, status: int) -> None:
+        with self.app._lock:
+            record = Record(self.command, self.path, status, self._session_id, int(self.client_address[1]))
+            self.app.requests.append(record)
+
+    def _cookie_header(self) -> str:
+        expires = formatdate(time.time() + self.cookie_lifetime, usegmt=True)
+        flags = "HttpOnly; Secure; SameSite=None" if self.app.secure_cookie else "HttpOnly; SameSite=Lax"
+        return f"{COOKIE}={self._session_id}; Path=/; Expires={expires}; {flags}"
+
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str | None = None,
+        cookie: bool = True,
+        chunked: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._record(status)
+        self.send_response(status)
+        if content_type:
+            self.send_header("content-type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if cookie and (self.command == "POST" or not self.cookie_on_post_only):
+            self.send_header("set-cookie", self._cookie_header())
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if body:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, **kwargs: Any) -> None:
+        self._send(status, dumps(obj), content_type="application/json", **kwargs)
+
+    def _hook_error(self, status: int, message: str) -> None:
+        # 2.2.3: JSON when Accept or Content-Type mentions JSON, else bare text; no cookie.
+        wants_json = "application/json" in (self.headers.get("Accept") or "") + (
+            self.headers.get("Content-Type") or ""
+        )
+        if wants_json:
+            self._send(status, dumps({"error": message}), content_type="application/json", cookie=False,
+                       chunked=True)
+        else:
+            self._send(status, message.encode(), content_type="text/plain", cookie=False, chunked=True)
+
+    def _route_error(self, status: int, body: Mapping[str, Any]) -> None:
+        # SvelteKit's errors: an HTML page for browsers (or no Accept at all), else JSON.
+        accept = self.headers.get("Accept")
+        if accept is None or "text/html" in accept:
+            message = str(body.get("message") or "Internal Error")
+            page = ERROR_PAGE.format(message=message, status=status).encode()
+            self._send(status, page, content_type="text/html; charset=utf-8")
+        else:
+            self._json(status, body)
+
+
+    def _write_chunk(self, data: bytes) -> bool:
+        """One HTTP chunk; ``False`` if the client has gone."""
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            return True
+        except OSError:
+            self.close_connection = True
+            return False
+
+    def _end_chunks(self) -> None:
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+    def _client_gone(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the client to close the connection; ``True`` if it did."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], max(0.0, seconds))
+            if not readable:
+                return False
+            return not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
+

@@ -1,0 +1,793 @@
+"""chat-ui from 0.7 on: the hook, the routes and the JSON-lines stream writer every later family shares.
+
+What differs between the releases is a table, :class:`Era`, one per family
+module (``_v07`` ... ``_v010``), each row read off the captures of the real
+release (``shared/captures/chat-ui-<tag>/``) and ``shared/protocol-eras.md``.
+Where the real server has a bug clients must survive, the emulator has it
+too: 0.7 never ends a response, 0.8 and 0.9 ignore stop-generating, 0.7 and
+0.8 send a ``finalAnswer`` after an error.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._http import Handler
+from ._pagedata import Date, error_document, page_document
+from ._replies import default_reply, tokenize
+from ._store import (
+    CONV_ID,
+    ERROR_PAGE,
+    FORM_TYPES,
+    LOGIN,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TGI_BODIES,
+    UUID,
+    WELCOME,
+    Conversation,
+    Fault,
+    Session,
+    cookie_value,
+    dumps,
+    now_iso,
+    origin,
+)
+
+__all__ = ["Era", "handler_for"]
+
+_PADDING = b" " * 4096  # after finalAnswer, without a newline (to flush browser buffers)
+_STARTED = {"type": "status", "status": "started"}
+_KEEPALIVE = {"type": "status", "status": "keepAlive"}
+_FINISHED = {"type": "status", "status": "finished"}
+_GATE_EXEMPT = ("/settings", "/login", "/admin")
+_LOGIN_EXEMPT = ("/login", "/admin", "/settings")
+_APP_PAGE = (
+    "<!DOCTYPE html>\n<html lang=\"en\" class=\"h-full\">\n\t<head>\n\t\t<meta charset=\"utf-8\" />\n"
+    "\t\t<title>HuggingChat</title>\n\t</head>\n\t<body></body>\n</html>\n"
+)
+_CORS = {
+    "access-control-allow-headers": "Content-Type, Authorization",
+    "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+    "access-control-allow-origin": "*",
+}
+#: The OpenAI SDK's messages for upstream statuses, as chat-ui 0.10 passes them on (captures).
+_OPENAI_MESSAGES = {429: "Rate limit reached. Please try again later."}
+
+
+@dataclass(frozen=True)
+class Era:
+    """How one chat-ui family differs from the others (the attributes name the capture that shows each)."""
+
+    name: str
+    gate: bool  # the 405 welcome gate (conv_create_before_accept)
+    settings_path: str  # where the settings JSON goes (settings_accept)
+    csrf: str  # "referer" (0.7) or "origin" (0.8 on): csrf_form_*
+    tree: bool  # parent ids and a system root (conv_read_after_retry)
+    multipart: bool  # the message is a multipart "data" part (msg_json_instead_of_form)
+    bad_model_status: int  # conv_create_bad_model: 500 (0.7) or 400 "Invalid request"
+    new_errors: bool  # 500 bodies {"message": "An error occurred", "errorId"} (0.8 on)
+    content_type: str | None  # msg_send: none (0.7), text/event-stream, application/jsonl (0.10)
+    title: str  # "status" (0.7, 0.8), "late" (0.9: from the model, after the tokens), "early" (0.10)
+    regroup: int | None  # 0.8: tokens regrouped into pieces of this many characters
+    pad: int | None  # 0.9 on: tokens padded with U+0000 to this many characters
+    keepalive: bool  # 0.9 on: keepAlive updates while waiting
+    interrupted: bool  # finalAnswer carries "interrupted" (0.9 on)
+    finished: bool  # 0.10: {"status": "finished"} after the padding
+    ends: bool  # the response ends after the padding (0.7's never does)
+    after_error: str  # upstream_*: "prompt" (0.7), "so-far" (0.8), "nothing" (0.9 on)
+    stop: str  # msg_stream_stopped: "final" (0.7, 0.10) or "ignored" (0.8, 0.9)
+    api: bool  # /api/models, /api/conversations, /api/conversation/{id} (0.8 on)
+    api2: bool  # /api/v2/* in superjson (0.10)
+    tools: bool  # /api/models entries carry "tools" (0.9)
+    page_type: str | None  # __data.json's content type; None: it holds no messages (0.10)
+    catch_all: bool  # unknown GETs answer the app page with 200 (0.9)
+    upstream_status: bool  # 0.10: "<status> <message>" and statusCode; retries first
+    prompt_format: str  # "h2ogpt" (0.7 honours the model's tokens) or "chatml" (0.8 on)
+
+
+def handler_for(protocol: str) -> type[Handler]:
+    """The request handler class of a family from 0.7 on."""
+    from . import _v010, _v07, _v08, _v09
+
+    era = {"0.7": _v07.ERA, "0.8": _v08.ERA, "0.9": _v09.ERA, "0.10": _v010.ERA}[protocol]
+    return type(f"Handler{era.name.replace('.', '')}", (JsonLinesHandler,), {"era": era})
+
+
+class JsonLinesHandler(Handler):
+    """The hook and routes of chat-ui 0.7 and later; :attr:`era` says which."""
+
+    era: Era
+    cookie_lifetime = 14 * 24 * 3600.0  # two weeks, set by POST answers only (settings_accept)
+    cookie_on_post_only = True
+    default_keepalive = 0.1  # keepAlive about every 100 ms (0.9 on)
+
+    # -- errors, as this release words them ------------------------------------
+
+    def _internal(self) -> None:
+        if self.era.new_errors:
+            return self._route_error(500, {"message": "An error occurred", "errorId": str(uuid.uuid4())})
+        return self._route_error(500, {"message": "Internal Error"})
+
+    def _not_found_page(self) -> None:
+        if self.era.catch_all and self.command in ("GET", "HEAD"):
+            return self._send(200, _APP_PAGE.encode(), content_type="text/html")
+        page = ERROR_PAGE.format(message="Not Found", status=404).encode()
+        return self._send(404, page, content_type="text/html")
+
+    # -- the hook --------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        path = self._app_path()
+        cookie = cookie_value(self.headers.get("Cookie"))
+        self._session_id = cookie or str(uuid.uuid4())
+        app, era = self.app, self.era
+        if path is None:
+            return self._not_found_page()
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self.command == "POST" and content_type in FORM_TYPES:
+            if era.csrf == "referer":
+                referer = self.headers.get("Referer")
+                if not referer:
+                    return self._hook_error(403, "Non-JSON form requests need to have a referer")
+                if origin(referer) != origin(f"{app.scheme}://{self.headers.get('Host', '')}"):
+                    return self._hook_error(403, "Invalid referer for POST request")
+            else:
+                sent = self.headers.get("Origin")
+                if not sent:
+                    return self._hook_error(403, "Non-JSON form requests need to have an origin")
+                if urlsplit(sent).netloc.lower() != (self.headers.get("Host") or "").lower():
+                    return self._hook_error(403, "Invalid referer for POST request")  # sic: the same words
+        writes = self.command not in ("GET", "HEAD", "OPTIONS")
+        if app.require_login and not app._logged_in(cookie):
+            if era.upstream_status and self.command == "POST" and path == "/conversation":
+                # 0.10 sends anonymous visitors of paths off its allow-list to the identity provider.
+                location = "https://login.invalid/oauth/authorize?client_id=chat-ui&response_type=code"
+                return self._send(302, headers={"location": location}, cookie=False, chunked=True)
+            if writes and not path.startswith(_LOGIN_EXEMPT):
+                return self._hook_error(401, LOGIN)
+        with app._lock:
+            session = app._sessions.get(self._session_id)
+        gated = writes and not path.startswith(_GATE_EXEMPT)
+        if era.gate and gated and app.require_welcome and not app.require_login and not (session and session.accepted):
+            return self._hook_error(405, WELCOME)
+        try:
+            self._route(path, body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _route(self, path: str, body: bytes) -> None:
+        parts = [p for p in path.split("/") if p]
+        method, era = self.command, self.era
+        if method == "POST" and path in ("/settings", era.settings_path):
+            return self._settings(body)
+        if method == "POST" and parts == ["conversation"]:
+            return self._create(body)
+        if method in ("GET", "HEAD"):
+            if not parts:
+                return self._send(200, _APP_PAGE.encode(), content_type="text/html")
+            if parts == ["healthcheck"] and era.api:
+                return self._send(200, b"OK", content_type="text/plain;charset=UTF-8")
+            if parts[0] == "api" and (era.api or era.api2):
+                return self._api(parts[1:])
+        if len(parts) >= 2 and parts[0] == "conversation":
+            conversation_id, rest = parts[1], parts[2:]
+            if method in ("GET", "HEAD") and rest == ["__data.json"]:
+                return self._page_data(conversation_id)
+            if method in ("GET", "HEAD") and not rest:
+                return self._page(conversation_id)
+            if method in ("GET", "HEAD") and rest == ["stop-generating"]:
+                return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
+                                  headers={"allow": "POST"})
+            if not CONV_ID.match(conversation_id):
+                return self._internal()  # new ObjectId() throws
+            if method == "POST" and not rest:
+                return self._prompt(conversation_id, body)
+            if method == "DELETE" and not rest:
+                return self._delete(conversation_id)
+            if method == "PATCH" and not rest:
+                return self._patch(conversation_id, body)
+            if method == "POST" and rest == ["stop-generating"]:
+                return self._stop(conversation_id)
+        return self._not_found_page()
+
+    def _fault_status(self, step: str) -> bool:
+        fault = self.app._fault(step)
+        if fault is not None and fault.delay:
+            self.app._stopping.wait(fault.delay)
+        if fault is None or fault.status is None:
+            return False
+        body = fault.body
+        if body is None:
+            body = {"message": RATE_LIMITED} if fault.status == 429 else (
+                NOT_FOUND if fault.status == 404 else {"message": "An error occurred"})
+        headers = {}
+        retry_after = fault.retry_after or ("1" if fault.status in (429, 503) else None)
+        if retry_after:
+            headers["retry-after"] = retry_after
+        if isinstance(body, str):
+            self._send(fault.status, body.encode(), content_type="text/plain", headers=headers)
+        else:
+            self._json(fault.status, body, headers=headers)
+        return True
+
+    # -- settings, create --------------------------------------------------------
+
+    def _settings(self, body: bytes) -> None:
+        app = self.app
+        if self._fault_status("settings"):
+            return None
+        try:
+            settings = json.loads(body)
+            if not isinstance(settings, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
+            return self._internal()  # a form body fails at request.json()
+        model = settings.get("activeModel") or app.models[0]
+        if not isinstance(model, str) or model not in app.models:
+            return self._internal()
+        with app._lock:
+            session = app._sessions.setdefault(self._session_id, Session())
+            session.accepted = bool(settings.get("ethicsModalAccepted") or settings.get("welcomeModalSeen"))
+            session.active_model = model
+        headers = _CORS if self.era.api2 and self._app_path() == self.era.settings_path else None
+        self._send(200, chunked=True, headers=headers)
+
+    def _create(self, body: bytes) -> None:
+        app, era = self.app, self.era
+        if self._fault_status("create"):
+            return None
+        try:
+            payload = json.loads(body)
+            model = payload["model"]
+        except (ValueError, KeyError, TypeError):
+            return self._internal()
+        preprompt = payload.get("preprompt") if isinstance(payload, dict) else None
+        if not isinstance(model, str) or model not in app.models or (
+            preprompt is not None and not isinstance(preprompt, str)
+        ):
+            if era.bad_model_status == 400:
+                return self._json(400, {"message": "Invalid request"})
+            return self._internal()
+        conversation_id = secrets.token_hex(12)
+        conversation = Conversation(conversation_id, self._session_id, model, "New Chat",
+                                    preprompt=preprompt or app.preprompt, updated=now_iso())
+        if era.tree:
+            root: dict[str, Any] = {"id": str(uuid.uuid4()), "from": "system", "content": conversation.preprompt,
+                    "createdAt": conversation.updated, "updatedAt": conversation.updated, "children": [],
+                    "ancestors": []}
+            conversation.messages.append(root)
+            conversation.root_id = root["id"]
+        with app._lock:
+            app._conversations[conversation_id] = conversation
+        self._json(200, {"conversationId": conversation_id}, chunked=True)
+
+    # -- the conversation -----------------------------------------------------------
+
+    def _owned(self, conversation_id: str) -> Conversation | None:
+        with self.app._lock:
+            found = self.app._conversations.get(conversation_id)
+        return found if found is not None and found.session == self._session_id else None
+
+    def _target(self, conversation_id: str, step: str | None = None) -> Conversation | None:
+        if step is not None and self._fault_status(step):
+            return None
+        conversation = self._owned(conversation_id)
+        if conversation is None:
+            self._route_error(404, NOT_FOUND)
+        return conversation
+
+    def _delete(self, conversation_id: str) -> None:
+        app = self.app
+        conversation = self._target(conversation_id, "delete")
+        if conversation is None:
+            return None
+        with app._lock:
+            app._conversations.pop(conversation_id, None)
+            conversation.deleted = True
+            conversation.wake.set()
+        self._send(200, chunked=True)
+
+    def _stop(self, conversation_id: str) -> None:
+        conversation = self._target(conversation_id, "stop")
+        if conversation is None:
+            return None
+        if self.era.stop != "ignored":  # 0.8, 0.9: AbortedGenerations never fills its list (a chat-ui bug)
+            conversation.stopped = True
+            conversation.wake.set()
+        self._send(200, chunked=True)
+
+    def _patch(self, conversation_id: str, body: bytes) -> None:
+        conversation = self._target(conversation_id)
+        if conversation is None:
+            return None
+        try:
+            title = json.loads(body)["title"]
+        except (ValueError, KeyError, TypeError):
+            return self._internal()
+        if not isinstance(title, str) or not 1 <= len(title) <= 100:
+            return self._internal()
+        conversation.title = title
+        self._send(200, chunked=True)
+
+    def _page(self, conversation_id: str) -> None:
+        with self.app._lock:
+            found = self.app._conversations.get(conversation_id)
+        if found is None or found.session != self._session_id:
+            return self._route_error(404, {"message": "Conversation not found"})
+        return self._send(200, _APP_PAGE.encode(), content_type="text/html")
+
+    def _page_data(self, conversation_id: str) -> None:
+        """``__data.json``: the stored messages as the page loads them (conv_read_after_* of v0.7-v0.9.4)."""
+        era = self.era
+        with self.app._lock:
+            found = self.app._conversations.get(conversation_id)
+            messages = [dict(m) for m in found.messages] if found is not None else []
+        if found is None or found.session != self._session_id or era.page_type is None:
+            return self._send(200, error_document(404, "Conversation not found"), content_type="application/json")
+        stored = []
+        for m in messages:
+            item = {key: Date(value) if key in ("createdAt", "updatedAt") else value for key, value in m.items()}
+            stored.append(item)
+        page: dict[str, Any] = {"messages": stored, "title": found.title, "model": found.model,
+                                "preprompt": found.preprompt}
+        if era.tree:
+            page.update({"rootMessageId": found.root_id, "assistant": None})
+        page["shared"] = False
+        layout = {"conversations": [{"id": found.id, "title": found.title, "model": found.model,
+                                     "updatedAt": Date(found.updated)}], "user": None}
+        body = page_document(layout, page, f"{self.app.url}/conversation/conversation")
+        if era.page_type == "text/sveltekit-data":
+            body += b"\n"  # a streamed document: one line here, deferred chunks would follow
+        self._send(200, body, content_type=era.page_type, headers={"cache-control": "private, no-store"},
+                   chunked=era.page_type != "application/json")
+
+    # -- /api ----------------------------------------------------------------------
+
+    def _api(self, parts: list[str]) -> None:
+        era, app = self.era, self.app
+        if parts and parts[0] == "v2":
+            if not era.api2:
+                return self._not_found_page()
+            return self._api2(parts[1:])
+        if not era.api:
+            return self._not_found_page()
+        if parts == ["models"]:
+            return self._json(200, [self._model_info(m) for m in app.models], chunked=True)
+        if parts == ["conversations"]:
+            return self._json(200, [self._summary(c) for c in self._mine()], chunked=True)
+        if len(parts) == 2 and parts[0] == "conversation":
+            conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
+            if conversation is None:
+                return self._json(404, {"message": "Conversation not found"})
+            return self._json(200, {**self._summary(conversation), "messages": [
+                {k: m[k] for k in ("content", "from", "id", "createdAt", "updatedAt")}
+                for m in list(conversation.messages)]}, chunked=True)
+        if parts == ["user"]:
+            return self._json(401, {"message": "Must be signed in"})
+        return self._not_found_page()
+
+    def _api2(self, parts: list[str]) -> None:
+        app = self.app
+        if parts == ["feature-flags"]:
+            flags = {"enableAssistants": False, "loginEnabled": app.require_login, "isAdmin": False,
+                     "transcriptionEnabled": False}
+            return self._superjson(flags)
+        if parts == ["models"]:
+            return self._superjson([{**self._model_info(m), "isRouter": False} for m in app.models])
+        if parts == ["conversations"]:
+            return self._superjson({"conversations": [self._summary(c) for c in self._mine()], "hasMore": False})
+        if len(parts) == 2 and parts[0] == "conversations":
+            conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
+            if conversation is None:
+                return self._json(404, {"message": "Conversation not found"}, headers=_CORS)
+            return self._superjson({"messages": [dict(m) for m in list(conversation.messages)],
+                                    "title": conversation.title, "model": conversation.model,
+                                    "preprompt": conversation.preprompt, "rootMessageId": conversation.root_id,
+                                    "id": conversation.id, "updatedAt": conversation.updated,
+                                    "modelId": conversation.model, "shared": False})
+        if parts == ["user"]:
+            return self._superjson(None)
+        if parts == ["user", "settings"]:
+            with app._lock:
+                session = app._sessions.get(self._session_id) or Session()
+            return self._superjson({"welcomeModalSeen": session.accepted, "activeModel": session.active_model,
+                                    "customPrompts": {}, "shareConversationsWithModelAuthors": True})
+        if parts == ["public-config"]:
+            return self._superjson({"PUBLIC_APP_NAME": "ChatUI", "PUBLIC_APP_ASSETS": "chatui"})
+        return self._json(404, {"message": f"Page /api/v2/{'/'.join(parts)} not found"}, headers=_CORS)
+
+    def _superjson(self, value: Any) -> None:
+        self._json(200, {"json": value}, chunked=True, headers=_CORS)
+
+    def _mine(self) -> list[Conversation]:
+        with self.app._lock:
+            found = [c for c in self.app._conversations.values() if c.session == self._session_id]
+        return sorted(found, key=lambda c: c.updated, reverse=True)
+
+    def _summary(self, conversation: Conversation) -> dict[str, Any]:
+        return {"id": conversation.id, "title": conversation.title, "updatedAt": conversation.updated,
+                "modelId": conversation.model}
+
+    def _model_info(self, model: str) -> dict[str, Any]:
+        info: dict[str, Any] = {"id": model, "name": model, "websiteUrl": "https://huggingface.co",
+                                "displayName": model, "preprompt": "", "multimodal": False, "unlisted": False}
+        if self.era.tools:
+            info["tools"] = False
+        return info
+
+    # -- a message -------------------------------------------------------------------
+
+    def _prompt(self, conversation_id: str, body: bytes) -> None:
+        app = self.app
+        conversation = self._target(conversation_id)
+        if conversation is None:
+            return None
+        if not app._limiter.allow(self._session_id, str(self.client_address[0])):
+            return self._route_error(429, {"message": RATE_LIMITED})
+        payload = self._message_payload(body)
+        if payload is None:
+            return self._internal()
+        if isinstance(payload, str):
+            return self._json(400, {"message": payload})
+        try:
+            turn = self._place(conversation, payload)
+        except (ValueError, KeyError, TypeError):
+            return self._internal()
+        _Reply(self, conversation, turn, app._fault("prompt")).run()
+
+    def _message_payload(self, body: bytes) -> dict[str, Any] | str | None:
+        """The message's JSON; ``None`` if unreadable (a 500), a str for a 400."""
+        if self.era.multipart:
+            content_type = self.headers.get("Content-Type") or ""
+            if not content_type.lower().startswith("multipart/form-data"):
+                return None  # request.formData() throws
+            data = _form_field(body, content_type, "data")
+            if data is None:
+                return "Invalid request"
+            body = data
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def _place(self, conversation: Conversation, payload: Mapping[str, Any]) -> _Turn:
+        """Store the user message (and, in a tree, an empty reply) as the release does; raise when it fails."""
+        inputs = payload.get("inputs")
+        message_id = payload.get("id")
+        is_retry = payload.get("is_retry") is True
+        if inputs is not None and (not isinstance(inputs, str) or not inputs.strip()):
+            raise ValueError("blank inputs")
+        if message_id is not None and not (isinstance(message_id, str) and UUID.match(message_id)):
+            raise ValueError("invalid id")
+        stamp = now_iso()
+        with self.app._lock:
+            messages = conversation.messages
+            if not self.era.tree:
+                if inputs is None:
+                    raise ValueError("no inputs")
+                if is_retry:
+                    index = next((i for i, m in enumerate(messages) if m["id"] == message_id), None)
+                    if index is not None:
+                        del messages[index:]
+                user: dict[str, Any] = {"content": inputs, "from": "user", "id": message_id or str(uuid.uuid4()),
+                        "updatedAt": stamp, "files": [], "webSearch": None}
+                messages.append(user)
+                history = [m for m in messages]
+                reply: dict[str, Any] = {"from": "assistant", "content": "", "webSearch": None, "updates": [],
+                         "id": str(uuid.uuid4()), "createdAt": stamp, "updatedAt": stamp}
+                return _Turn(conversation, history, inputs, reply, first=len(messages) == 1)
+            by_id = {m["id"]: m for m in messages}
+            if message_id is None or message_id not in by_id:
+                raise ValueError("You need to specify a parentId / Ancestor not found")
+            target = by_id[message_id]
+            parent: dict[str, Any]
+            if is_retry and target["from"] == "assistant":
+                parent = by_id[target["ancestors"][-1]]  # regenerate: a sibling of the reply
+                user_text = parent["content"]
+            else:
+                if is_retry and target["from"] == "user":
+                    target = by_id[target["ancestors"][-1]]  # edit: a sibling of the user message
+                if inputs is None:
+                    raise ValueError("no inputs")
+                parent = {"from": "user", "content": inputs, "files": [], "createdAt": stamp, "updatedAt": stamp,
+                          "ancestors": [*target["ancestors"], target["id"]], "id": str(uuid.uuid4()),
+                          "children": []}
+                target["children"].append(parent["id"])
+                messages.append(parent)
+                user_text = inputs
+            reply = {"from": "assistant", "content": "", "createdAt": stamp, "updatedAt": stamp,
+                     "ancestors": [*parent["ancestors"], parent["id"]], "id": str(uuid.uuid4()), "children": [],
+                     "updates": [], "interrupted": False}
+            parent["children"].append(reply["id"])
+            messages.append(reply)
+            history = [by_id.get(a) or parent for a in reply["ancestors"]]
+            first = sum(1 for m in messages if m["from"] == "assistant") == 1
+        return _Turn(conversation, [m for m in history if m is not None], user_text, reply, first=first)
+
+
+@dataclass
+class _Turn:
+    conversation: Conversation
+    history: list[dict[str, Any]]  # the branch the reply answers, its user message last
+    inputs: str
+    reply: dict[str, Any]  # the assistant message, stored (trees) or to store
+    first: bool  # the conversation's first reply: it gets a title
+
+
+class _Reply:
+    """One streamed answer: chat-ui's updates, one JSON per line and per chunk (msg_send)."""
+
+    def __init__(self, handler: JsonLinesHandler, conversation: Conversation, turn: _Turn, fault: Fault | None):
+        self.handler = handler
+        self.app = handler.app
+        self.era = handler.era
+        self.conversation = conversation
+        self.turn = turn
+        self.fault = fault or Fault()
+        self.connected = True
+        self.streamed: list[str] = []  # the model's pieces sent so far
+        self.pending = ""  # 0.8: characters waiting for a whole piece
+        self.last_keepalive = time.monotonic()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if not self.connected:
+            return
+        size = self.fault.chunk_size
+        pieces = [data[i : i + size] for i in range(0, len(data), size)] if size else [data]
+        for piece in pieces:
+            try:
+                if self.fault.close_delimited:
+                    self.handler.wfile.write(piece)
+                else:
+                    self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                self.connected = False  # a client that went away does not stop the generation
+                self.handler.close_connection = True
+                return
+
+    def _update(self, update: Mapping[str, Any]) -> None:
+        self._write(dumps(update) + b"\n")
+        if update.get("type") in ("stream", "finalAnswer") or update.get("status") == "error":
+            with self.app._lock:
+                self.app.events_sent += 1
+
+    def _token(self, text: str) -> None:
+        era = self.era
+        if era.regroup:
+            self.pending += text
+            while len(self.pending) >= era.regroup:
+                piece, self.pending = self.pending[: era.regroup], self.pending[era.regroup :]
+                self._update({"type": "stream", "token": piece})
+            return
+        if era.pad and len(text) < era.pad:
+            text += "\u0000" * (era.pad - len(text))
+        self._update({"type": "stream", "token": text})
+
+    def _flush(self) -> None:
+        if self.pending:
+            piece, self.pending = self.pending, ""
+            self._update({"type": "stream", "token": piece})
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait, writing keepAlive updates where the release does; ``True`` if woken (stop, delete, shutdown)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            if self.era.keepalive and now - self.last_keepalive >= self.app.keepalive:
+                self.last_keepalive = now
+                self._update(_KEEPALIVE)
+            left = deadline - now
+            if left <= 0:
+                return bool(self.app._wait(self.conversation.wake, 0))
+            step = min(left, self.app.keepalive) if self.era.keepalive else left
+            if self.app._wait(self.conversation.wake, step):
+                return True
+
+    def _stopped(self) -> bool:
+        """A stop that takes effect (a delete or shutdown wakes the stream too, and ends it)."""
+        return self.conversation.stopped or self.conversation.deleted or self.app._stopping.is_set()
+
+    # -- the answer --------------------------------------------------------------------
+
+    def run(self) -> None:
+        handler, era, fault, turn = self.handler, self.era, self.fault, self.turn
+        self.conversation.stopped = False
+        self.conversation.wake.clear()
+        if fault.delay:
+            self.app._stopping.wait(fault.delay)
+        handler._record(200)
+        handler.send_response(200)
+        if era.content_type:
+            handler.send_header("content-type", era.content_type)
+        handler.send_header("set-cookie", handler._cookie_header())
+        if fault.close_delimited:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        else:
+            handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        self._update(_STARTED)
+        if turn.first and era.title == "status":
+            self._update({"type": "status", "status": "title", "message": turn.inputs})
+            self._retitle(turn.inputs)
+        if turn.first and era.title == "early":
+            self._update({"type": "title", "title": turn.inputs})
+            self._retitle(turn.inputs)
+        if era.keepalive:
+            self.last_keepalive = time.monotonic()
+            self._update(_KEEPALIVE)
+        if fault.status is not None:
+            return self._fail(self._upstream_message(fault.status), status=fault.status)
+        text = self._text()
+        pieces = tokenize(text)
+        if self._pause(self.app.first_token_delay) and self._stopped():
+            return self._on_stop()
+        for index, piece in enumerate(pieces):
+            if fault.error_after == index:
+                return self._fail(fault.error_message)
+            if fault.upstream_die_after == index:
+                return self._fail("terminated", died=True)
+            if fault.drop_after == index:
+                self._save("".join(self.streamed))
+                handler.close_connection = True
+                return None
+            if fault.malformed_after == index:
+                self._write(b"{\"type\":\"stream\",\"token\": not json\n")
+            if fault.oversized_after == index:
+                self._update({"type": "stream", "token": piece + "x" * fault.oversized_bytes})
+            if fault.stall and fault.stall_after == index and self._pause(fault.stall) and self._stopped():
+                return self._on_stop()
+            if index and self._pause(self.app.pace) and self._stopped():
+                if era.stop == "final" and era.name == "0.7":
+                    self._token(piece)  # 0.7 notices the stop after the next token is out (msg_stream_stopped)
+                return self._on_stop()
+            self.streamed.append(piece)
+            self._token(piece)
+        self._flush()
+        text = "".join(self.streamed)
+        if turn.first and era.title == "late":
+            title = f"💬 {text}"
+            self._update({"type": "title", "title": title})
+            self._retitle(title)
+        self._save(text)
+        self._final(text, interrupted=False)
+
+    def _text(self) -> str:
+        reply = self.app.reply
+        prompt = self._model_prompt()
+        return reply(prompt) if callable(reply) else (reply if reply is not None else default_reply(prompt))
+
+    def _model_prompt(self) -> str:
+        """The prompt chat-ui builds: the model's legacy tokens in 0.7, ChatML from 0.8 (captures' fake logs)."""
+        history = [m for m in self.turn.history if m["from"] != "system"]
+        preprompt = self.conversation.preprompt
+        if self.era.prompt_format == "h2ogpt":
+            out = [preprompt]
+            for m in history:
+                tag = "<|prompt|>" if m["from"] == "user" else "<|answer|>"
+                out.append(f"{tag}{m['content']}<|endoftext|>")
+            return "".join(out) + "<|answer|>"
+        out = [f"<|im_start|>system\n{preprompt}<|im_end|>\n"] if preprompt else []
+        for m in history:
+            out.append(f"<|im_start|>{m['from']}\n{m['content']}<|im_end|>\n")
+        return "".join(out) + "<|im_start|>assistant\n"
+
+    def _upstream_message(self, status: int) -> str:
+        if self.era.upstream_status and status in _OPENAI_MESSAGES:
+            return _OPENAI_MESSAGES[status]
+        body = TGI_BODIES.get(status, {"error": f"HTTP {status}"})
+        return body["error"]
+
+    def _retitle(self, title: str) -> None:
+        with self.app._lock:
+            self.conversation.title = title
+
+    def _save(self, text: str) -> None:
+        """Store the reply (the user message is stored already)."""
+        with self.app._lock:
+            if self.conversation.deleted:
+                return
+            stamp = now_iso()
+            reply = self.turn.reply
+            reply["content"] = text
+            reply["updatedAt"] = stamp
+            self.conversation.updated = stamp
+            if reply not in self.conversation.messages:
+                self.conversation.messages.append(reply)
+
+    def _on_stop(self) -> None:
+        """Stop-generating (0.7, 0.10), or a delete or shutdown: end as the release does."""
+        text = "".join(self.streamed)
+        self._flush()
+        self._save(text)
+        if self.conversation.deleted or self.app._stopping.is_set():
+            self.handler.close_connection = True
+            return None
+        self._final(text, interrupted=True)
+
+    def _fail(self, message: str, *, status: int | None = None, died: bool = False) -> None:
+        era = self.era
+        if era.upstream_status:
+            # 0.10 tries the upstream again (its MCP flow, then plain generation, the OpenAI SDK's
+            # retries): keepAlive lines meanwhile, and a stream that died is streamed again first.
+            if died:
+                for piece in self.streamed:
+                    self._token(piece)
+            if status is not None:
+                self._pause(3 * self.app.keepalive)
+        update: dict[str, Any] = {"type": "status", "status": "error",
+                                  "message": f"{status} {message}" if era.upstream_status and status else message}
+        if era.upstream_status and status is not None:
+            update["statusCode"] = status
+        if era.name == "0.9" and self.turn.first:
+            self._update({"type": "title", "title": "New Chat"})
+        self._update(update)
+        text = "".join(self.streamed)
+        self._save(text)
+        if era.after_error == "nothing":
+            return self._end()
+        self._flush()
+        if era.after_error == "prompt":
+            # 0.7 sends the last stored message's text: the user's prompt when nothing was generated.
+            self._final(text or self.turn.inputs, interrupted=None)
+        else:
+            self._final(text, interrupted=None)
+
+    def _final(self, text: str, *, interrupted: bool | None) -> None:
+        era = self.era
+        final: dict[str, Any] = {"type": "finalAnswer", "text": text}
+        if era.interrupted:
+            final["interrupted"] = bool(interrupted)
+        self._update(final)
+        self._write(_PADDING)
+        if era.finished:
+            self._update(_FINISHED)
+        if era.ends:
+            return self._end()
+        self._hold()
+
+    def _end(self) -> None:
+        if self.connected and not self.fault.close_delimited:
+            try:
+                self.handler.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.handler.close_connection = True
+
+    def _hold(self) -> None:
+        """0.7 never ends its response: keep it open until the client goes (bounded, so tests end)."""
+        self.handler.close_connection = True
+        deadline = time.monotonic() + self.app.hold_open
+        while self.connected and not self.app._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.handler._client_gone(min(left, 0.05)):
+                return
+
+
+def _form_field(body: bytes, content_type: str, name: str) -> bytes | None:
+    """One field of a ``multipart/form-data`` body, or ``None``."""
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        return None
+    for chunk in body.split(b"--" + boundary.encode()):
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if sep and f'name="{name}"'.encode() in head:
+            return content.removesuffix(b"\r\n")
+    return None

@@ -1,0 +1,17 @@
+"""The ``"0.9"`` family: chat-ui v0.9.2-v0.9.5 (2024-06 -> 2025-09), as v0.9.4 answers.
+
+The message is a multipart ``data`` part (form CSRF: an ``Origin`` is
+required); tokens padded with U+0000 to 16 characters, keepAlive updates, a
+late title from the model, no ``finalAnswer`` after an error; stop is still
+ignored (captures ``chat-ui-v0.9.4/``; protocol-eras.md 6).
+"""
+
+from ._jsonl import Era
+
+ERA = Era(
+    name="0.9", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=True,
+    bad_model_status=400, new_errors=True, content_type="text/event-stream", title="late", regroup=None, pad=16,
+    keepalive=True, interrupted=True, finished=False, ends=True, after_error="nothing", stop="ignored", api=True,
+    api2=False, tools=True, page_type="text/sveltekit-data", catch_all=True, upstream_status=False,
+    prompt_format="chatml",
+)
