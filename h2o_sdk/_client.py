@@ -232,6 +232,7 @@ class Client(Resource):
         self._settings_lock = threading.Lock()
         self._settings_accepted = False
         self._models_checked = False
+        self._listed: list[str] | None = None  # the models detection saw
         self._closed = False
         self._turns_lock = threading.Lock()
         self._turns: set[Turn] = set()
@@ -476,6 +477,8 @@ class Client(Resource):
                 status, body, content_type = exc.status_code, exc.body, exc.headers.get("Content-Type", "")
             found = _detect.decide(probe, status, content_type, body)
             if found is not None:
+                if probe == "/api/models" and isinstance(body, list):
+                    self._listed = _model_ids(body)  # the model list, already here
                 return found
             seen.append(f"GET {probe} -> {status} {content_type or 'no content type'}")
         raise H2oError(
@@ -489,7 +492,7 @@ class Client(Resource):
         if family.models is None:
             return
         try:
-            served = self._list_models(family, abort)
+            served = self._listed if self._listed is not None else self._list_models(family, abort)
         except H2oError as exc:
             logger.info("could not list the server's models: %s", exc)
             return
@@ -508,7 +511,7 @@ class Client(Resource):
             document = document.get("json")
         if not isinstance(document, list):
             raise ProtocolError(f"GET {family.models} did not answer a list of models: {response.text[:200]!r}")
-        return [m["id"] for m in document if isinstance(m, Mapping) and isinstance(m.get("id"), str)]
+        return _model_ids(document)
 
     def accept_settings(self, abort: Abort) -> None:
         if self._cookies:
@@ -541,7 +544,8 @@ class Client(Resource):
             return root
         branch = self._read_branch(conversation_id, abort=abort)
         if not branch:
-            raise ProtocolError(f"conversation {conversation_id} has no root message to answer under")
+            raise ProtocolError(f"conversation {conversation_id} has no root message to answer under"
+                                f"{self._family_hint()}")
         return branch[-1]["id"]
 
     def read_back(self, conversation_id: str, deadline: float) -> list[dict[str, str]] | None:
@@ -571,10 +575,15 @@ class Client(Resource):
             response.close()
         if len(body) > _readback.MAX_READ_BACK:
             raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
-        if family.read_back == "api2":
-            messages = _readback.messages_from_api2(body)
-        else:
-            messages = _readback.messages_from_page(body)
+        try:
+            if family.read_back == "api2":
+                messages = _readback.messages_from_api2(body)
+            else:
+                messages = _readback.messages_from_page(body)
+        except ProtocolError as exc:
+            exc.message = f"{exc.message}{self._family_hint() if self._protocol != 'auto' else ''}"
+            exc.args = (exc.message,)
+            raise
         return _readback.branch(messages)
 
     def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> _Body:
@@ -908,7 +917,18 @@ class Client(Resource):
         if response.status_code == 401:
             error.message = f"{error.message}: {_LOGIN_HINT}"
             error.args = (error.message,)
+        elif self._protocol != "auto" and response.status_code in (400, 403, 405, 500) and method == "POST":
+            # A family named by the caller, and a server that rejects its requests: say what to try.
+            error.message = f"{error.message}{self._family_hint()}"
+            error.args = (error.message,)
         raise error
+
+    def _family_hint(self) -> str:
+        family = self._family
+        if family is None:
+            return ""
+        return (f"; is the server chat-ui {family.releases}, as protocol={family.name!r} says? protocol='auto' "
+                "detects the family it speaks")
 
     def _offline_hint(self, message: str) -> str:
         if self.base_url != _protocol.DEFAULT_BASE_URL:
@@ -1265,6 +1285,10 @@ def _wrong_family(exc: APIStatusError, family: Family) -> APIStatusError:
     )
     exc.args = (exc.message,)
     return exc
+
+
+def _model_ids(models: list[Any]) -> list[str]:
+    return [m["id"] for m in models if isinstance(m, Mapping) and isinstance(m.get("id"), str)]
 
 
 def _root_from_create(answer: Any) -> str | None:

@@ -24,9 +24,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
-from . import APIStatusError, H2oError, StreamError, __version__
+from . import APIStatusError, H2oError, StreamError, UnsupportedError, __version__
 from ._client import Client
-from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
+from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, PROTOCOLS
 from ._stream import Stream
 from ._types import MAX_TIMEOUT
 
@@ -65,6 +65,23 @@ _positive = _value(int, lambda v: v >= 1, "a whole number", "1 or more")
 _port = _value(int, lambda v: 0 <= v <= 65535, "a port number", "from 0 to 65535")
 
 
+def _cookie(text: str) -> tuple[str, str]:
+    name, sep, value = text.strip().partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError("must be NAME=VALUE")  # the value is a credential: not shown
+    return name.strip(), value.strip()
+
+
+def _env_cookies() -> list[tuple[str, str]]:
+    cookies = []
+    for part in os.environ.get("H2O_SDK_COOKIES", "").split(";"):
+        if part.strip():
+            name, sep, value = part.strip().partition("=")
+            if sep and name.strip():
+                cookies.append((name.strip(), value.strip()))
+    return cookies
+
+
 def _ca_bundle(text: str) -> str:
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"no such file or directory: {text!r}")
@@ -83,7 +100,14 @@ def _chat_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local", action="store_true", help="start the embedded local emulator and use it")
     parser.add_argument("--base-url", default=os.environ.get("H2O_SDK_BASE_URL", DEFAULT_BASE_URL),
                         help="the service's URL (default: $H2O_SDK_BASE_URL or %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model id (default: %(default)s)")
+    parser.add_argument("--model", help=f"the model id (default: {DEFAULT_MODEL}, or the server's first if it lists "
+                                        "models without that one)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="auto",
+                        help="the chat-ui protocol family to speak (default: detect it); with --local, the one "
+                             "the local server speaks (default there: 0.4)")
+    parser.add_argument("--cookie", action="append", type=_cookie, metavar="NAME=VALUE", default=[],
+                        help="a cookie of a logged-in session, sent with every request (repeatable; also "
+                             "H2O_SDK_COOKIES='NAME=VALUE; NAME=VALUE')")
     parser.add_argument("--proxy", help="a proxy URL for every request")
     parser.add_argument("--ca-bundle", type=_ca_bundle, default=os.environ.get("H2O_SDK_CA_BUNDLE") or None,
                         metavar="PATH", help="trust this CA bundle (file or directory), for a server with a "
@@ -106,6 +130,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pace", type=_pace, default=0.03, help="seconds between tokens (default: %(default)s)")
     parser.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure, as production")
     parser.add_argument("--no-welcome", action="store_true", help="do not require the welcome modal")
+    parser.add_argument("--protocol", choices=PROTOCOLS[1:], default="0.4",
+                        help="the chat-ui family to emulate (default: %(default)s)")
     return parser
 
 
@@ -135,12 +161,16 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
                 _connect_meanwhile(client)
             if interactive:
                 return _interactive(client, options, out, stderr)
+            parameters = _parameters(options, client)
             prompt = options.prompt if options.prompt is not None else stdin.read()
-            with client.stream(prompt, model=options.model, **_parameters(options)) as stream:
+            with client.stream(prompt, model=options.model, **parameters) as stream:
                 _print_stream(stream, options, out)
     except KeyboardInterrupt:
         out.write("\n")
         return 130
+    except UnsupportedError as exc:
+        print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
+        return 2  # a usage error: the option cannot work with this server
     except (H2oError, ValueError, TypeError) as exc:
         if options.debug:
             raise
@@ -203,7 +233,8 @@ class _Output:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
-def _parameters(options: argparse.Namespace) -> dict[str, Any]:
+def _parameters(options: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """The generation options given; ``UnsupportedError`` if the server's family takes none."""
     parameters: dict[str, Any] = {}
     if options.temperature is not None:
         parameters["temperature"] = options.temperature
@@ -211,6 +242,15 @@ def _parameters(options: argparse.Namespace) -> dict[str, Any]:
         parameters["max_new_tokens"] = options.max_new_tokens
     if options.stop:
         parameters["stop"] = options.stop
+    if not parameters and not options.json:
+        return parameters
+    protocol = client.detect_protocol()
+    if protocol != "0.4":
+        if parameters:
+            names = ", ".join("--" + name.replace("_", "-") for name in parameters)
+            raise UnsupportedError(f"{names}: {client.base_url} speaks chat-ui protocol {protocol}, where the "
+                                   "server's model configuration decides generation parameters")
+        return parameters
     if options.json:
         parameters["details"] = True  # so the final object has finish_reason
     return parameters
@@ -243,8 +283,8 @@ _HELP = "/new starts a new conversation, /retry regenerates the last reply, /exi
 
 def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, stderr: TextIO) -> int:
     """Chat in one Conversation until /exit or Ctrl-D."""
-    parameters = _parameters(options)
-    stdout.write(f"h2o-chat {__version__} on {client.base_url} ({options.model})\n{_HELP}\n")
+    parameters = _parameters(options, client)
+    stdout.write(f"h2o-chat {__version__} on {client.base_url} ({options.model or client.model})\n{_HELP}\n")
     stdout.flush()
     conversation = client.conversation(model=options.model, **parameters)
     try:
@@ -292,7 +332,10 @@ def _client(base_url: str, options: argparse.Namespace) -> Client:
         extra["timeout"] = options.timeout
     if options.ca_bundle is not None:
         extra["verify"] = options.ca_bundle
-    return Client(base_url, model=options.model, proxy=options.proxy, **extra)
+    cookies = dict(_env_cookies() + options.cookie)  # the command line's win
+    protocol = "auto" if options.local else options.protocol
+    return Client(base_url, model=options.model, proxy=options.proxy, protocol=protocol, cookies=cookies or None,
+                  **extra)
 
 
 @contextlib.contextmanager
@@ -302,7 +345,8 @@ def _base_url(options: argparse.Namespace) -> Iterator[str]:
         return
     from .testing import serve
 
-    with serve(models=(options.model,)) as server:
+    protocol = "0.4" if options.protocol == "auto" else options.protocol
+    with serve(models=(options.model or DEFAULT_MODEL,), protocol=protocol) as server:
         yield server.url
 
 
@@ -312,13 +356,13 @@ def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, st
     options = parser.parse_args(args)
     try:
         server = ChatServer(options.host, options.port, pace=options.pace, secure_cookie=options.secure_cookie,
-                            require_welcome=not options.no_welcome)
+                            require_welcome=not options.no_welcome, protocol=options.protocol)
     except OSError as exc:  # a port in use, an address this machine does not have, a bad host name
         parser.print_usage(stderr)
         print(f"h2o-chat serve: error: cannot listen on {options.host}:{options.port}: "
               f"{exc.strerror or exc}", file=stderr)
         return 2
-    stdout.write(f"h2o-chat: serving the local h2oGPT emulator on {server.url} (Ctrl-C stops)\n")
+    stdout.write(f"h2o-chat: serving the local chat-ui {options.protocol} emulator on {server.url} (Ctrl-C stops)\n")
     stdout.flush()
     try:
         server.serve_forever()
