@@ -37,6 +37,8 @@ from ._store import (
     Session,
     cookie_value,
     dumps,
+    marker_fault,
+    marker_reply,
     now_iso,
     origin,
 )
@@ -86,11 +88,13 @@ class Era:
     stop: str  # msg_stream_stopped: "final" (0.7, 0.10) or "ignored" (0.8, 0.9)
     api: bool  # /api/models, /api/conversations, /api/conversation/{id} (0.8 on)
     api2: bool  # /api/v2/* in superjson (0.10)
-    tools: bool  # /api/models entries carry "tools" (0.9)
     page_type: str | None  # __data.json's content type; None: it holds no messages (0.10)
     catch_all: bool  # unknown GETs answer the app page with 200 (0.9)
     upstream_status: bool  # 0.10: "<status> <message>" and statusCode; retries first
     prompt_format: str  # "h2ogpt" (0.7 honours the model's tokens) or "chatml" (0.8 on)
+    model_extra: tuple[str, ...] = ()  # api_api_models: keys beyond v0.8.4's, each False
+    summary_extra: tuple[str, ...] = ()  # api_api_conversations: keys beyond v0.8.4's
+    message_updates: bool = False  # api_api_conversation_id: messages carry their "updates"
 
 
 def handler_for(protocol: str) -> type[Handler]:
@@ -354,6 +358,12 @@ class JsonLinesHandler(Handler):
 
     # -- /api ----------------------------------------------------------------------
 
+    def _json(self, status: int, obj: Any, **kwargs: Any) -> None:
+        if self.era.api2 and (self._app_path() or "").startswith("/api/"):
+            # 0.10 answers /api/* with CORS headers (for loopback origins and server-side rendering).
+            kwargs["headers"] = {**_CORS, **(kwargs.get("headers") or {})}
+        super()._json(status, obj, **kwargs)
+
     def _api(self, parts: list[str]) -> None:
         era, app = self.era, self.app
         if parts and parts[0] == "v2":
@@ -370,9 +380,11 @@ class JsonLinesHandler(Handler):
             conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
             if conversation is None:
                 return self._json(404, {"message": "Conversation not found"})
-            return self._json(200, {**self._summary(conversation), "messages": [
-                {k: m[k] for k in ("content", "from", "id", "createdAt", "updatedAt")}
-                for m in list(conversation.messages)]}, chunked=True)
+            keys = ("content", "from", "id", "createdAt", "updatedAt")
+            messages = [{**{k: m[k] for k in keys if k in m}, **({"updates": m.get("updates", [])}
+                        if self.era.message_updates else {})} for m in list(conversation.messages)]
+            summary = {k: v for k, v in self._summary(conversation).items() if k not in ("_id", "model")}
+            return self._json(200, {**summary, "messages": messages}, chunked=True)
         if parts == ["user"]:
             return self._json(401, {"message": "Must be signed in"})
         return self._not_found_page()
@@ -384,13 +396,13 @@ class JsonLinesHandler(Handler):
                      "transcriptionEnabled": False}
             return self._superjson(flags)
         if parts == ["models"]:
-            return self._superjson([{**self._model_info(m), "isRouter": False} for m in app.models])
+            return self._superjson([self._model_info_v2(m) for m in app.models])
         if parts == ["conversations"]:
             return self._superjson({"conversations": [self._summary(c) for c in self._mine()], "hasMore": False})
         if len(parts) == 2 and parts[0] == "conversations":
             conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
             if conversation is None:
-                return self._json(404, {"message": "Conversation not found"}, headers=_CORS)
+                return self._json(404, {"message": "Conversation not found"})
             return self._superjson({"messages": [dict(m) for m in list(conversation.messages)],
                                     "title": conversation.title, "model": conversation.model,
                                     "preprompt": conversation.preprompt, "rootMessageId": conversation.root_id,
@@ -401,14 +413,27 @@ class JsonLinesHandler(Handler):
         if parts == ["user", "settings"]:
             with app._lock:
                 session = app._sessions.get(self._session_id) or Session()
-            return self._superjson({"welcomeModalSeen": session.accepted, "activeModel": session.active_model,
-                                    "customPrompts": {}, "shareConversationsWithModelAuthors": True})
+            settings: dict[str, Any] = {
+                "welcomeModalSeen": session.accepted, "welcomeModalSeenAt": now_iso() if session.accepted else None,
+                "activeModel": session.active_model, "customPrompts": {}, "customPromptsEnabled": {},
+                "shareConversationsWithModelAuthors": True, "multimodalOverrides": {}, "toolsOverrides": {},
+                "providerOverrides": {}, "reasoningEffortOverrides": {}, "reasoningOverrides": {},
+                "hidePromptExamples": {}, "directPaste": False, "hapticsEnabled": True, "streamingMode": "smooth",
+                "billingOrganization": None,
+            }
+            return self._superjson(settings)
         if parts == ["public-config"]:
-            return self._superjson({"PUBLIC_APP_NAME": "ChatUI", "PUBLIC_APP_ASSETS": "chatui"})
-        return self._json(404, {"message": f"Page /api/v2/{'/'.join(parts)} not found"}, headers=_CORS)
+            names = ("PUBLIC_APPLE_APP_ID", "PUBLIC_APP_ASSETS", "PUBLIC_APP_DESCRIPTION", "PUBLIC_APP_NAME",
+                     "PUBLIC_COMMIT_SHA", "PUBLIC_GOOGLE_ANALYTICS_ID", "PUBLIC_LLM_ROUTER_ALIAS_ID",
+                     "PUBLIC_LLM_ROUTER_DISPLAY_NAME", "PUBLIC_LLM_ROUTER_LOGO_URL", "PUBLIC_ORIGIN",
+                     "PUBLIC_PLAUSIBLE_SCRIPT_URL", "PUBLIC_SHARE_PREFIX")
+            config = dict.fromkeys(names, "")
+            config.update({"PUBLIC_APP_NAME": "ChatUI", "PUBLIC_APP_ASSETS": "chatui", "PUBLIC_ORIGIN": app.url})
+            return self._superjson(config)
+        return self._json(404, {"message": f"Page /api/v2/{'/'.join(parts)} not found"})
 
     def _superjson(self, value: Any) -> None:
-        self._json(200, {"json": value}, chunked=True, headers=_CORS)
+        self._json(200, {"json": value}, chunked=True)
 
     def _mine(self) -> list[Conversation]:
         with self.app._lock:
@@ -416,14 +441,26 @@ class JsonLinesHandler(Handler):
         return sorted(found, key=lambda c: c.updated, reverse=True)
 
     def _summary(self, conversation: Conversation) -> dict[str, Any]:
-        return {"id": conversation.id, "title": conversation.title, "updatedAt": conversation.updated,
-                "modelId": conversation.model}
+        summary: dict[str, Any] = {"id": conversation.id, "title": conversation.title,
+                                   "updatedAt": conversation.updated, "modelId": conversation.model}
+        extra = {"_id": conversation.id, "model": conversation.model, "assistantId": None, "modelTools": False}
+        summary.update({key: extra[key] for key in self.era.summary_extra})
+        return summary
 
     def _model_info(self, model: str) -> dict[str, Any]:
-        info: dict[str, Any] = {"id": model, "name": model, "websiteUrl": "https://huggingface.co",
-                                "displayName": model, "preprompt": "", "multimodal": False, "unlisted": False}
-        if self.era.tools:
-            info["tools"] = False
+        info: dict[str, Any] = {"id": model, "name": model, "websiteUrl": "https://huggingface.co", "modelUrl": None,
+                                "displayName": model, "description": None, "promptExamples": None, "preprompt": "",
+                                "multimodal": False, "unlisted": False}
+        info.update(dict.fromkeys(self.era.model_extra, False))
+        return info
+
+    def _model_info_v2(self, model: str) -> dict[str, Any]:
+        keys = ("websiteUrl", "modelUrl", "datasetName", "datasetUrl", "description", "logoUrl", "providers",
+                "promptExamples", "preprompt", "multimodalAcceptedMimetypes")
+        info: dict[str, Any] = {"id": model, "name": model, "displayName": model, **dict.fromkeys(keys),
+                                "parameters": {"stop_sequences": None}}
+        info.update(dict.fromkeys(("multimodal", "supportsTools", "supportsReasoning", "unlisted", "hasInferenceAPI",
+                                   "isRouter"), False))
         return info
 
     # -- a message -------------------------------------------------------------------
@@ -444,7 +481,7 @@ class JsonLinesHandler(Handler):
             turn = self._place(conversation, payload)
         except (ValueError, KeyError, TypeError):
             return self._internal()
-        _Reply(self, conversation, turn, app._fault("prompt")).run()
+        _Reply(self, conversation, turn, app._fault("prompt") or marker_fault(turn.inputs)).run()
 
     def _message_payload(self, body: bytes) -> dict[str, Any] | str | None:
         """The message's JSON; ``None`` if unreadable (a 500), a str for a 400."""
@@ -487,7 +524,7 @@ class JsonLinesHandler(Handler):
                 history = [m for m in messages]
                 reply: dict[str, Any] = {"from": "assistant", "content": "", "webSearch": None, "updates": [],
                          "id": str(uuid.uuid4()), "createdAt": stamp, "updatedAt": stamp}
-                return _Turn(conversation, history, inputs, reply, first=len(messages) == 1)
+                return _Turn(conversation, history, inputs, reply, first=conversation.title == "New Chat")
             by_id = {m["id"]: m for m in messages}
             if message_id is None or message_id not in by_id:
                 raise ValueError("You need to specify a parentId / Ancestor not found")
@@ -513,7 +550,7 @@ class JsonLinesHandler(Handler):
             parent["children"].append(reply["id"])
             messages.append(reply)
             history = [by_id.get(a) or parent for a in reply["ancestors"]]
-            first = sum(1 for m in messages if m["from"] == "assistant") == 1
+            first = conversation.title == "New Chat"
         return _Turn(conversation, [m for m in history if m is not None], user_text, reply, first=first)
 
 
@@ -540,6 +577,7 @@ class _Reply:
         self.streamed: list[str] = []  # the model's pieces sent so far
         self.pending = ""  # 0.8: characters waiting for a whole piece
         self.last_keepalive = time.monotonic()
+        self.saved = True  # the reply is to be stored
 
     # -- writing ---------------------------------------------------------------------
 
@@ -640,7 +678,7 @@ class _Reply:
             if fault.error_after == index:
                 return self._fail(fault.error_message)
             if fault.upstream_die_after == index:
-                return self._fail("terminated", died=True)
+                return self._fail("terminated")
             if fault.drop_after == index:
                 self._save("".join(self.streamed))
                 handler.close_connection = True
@@ -651,7 +689,8 @@ class _Reply:
                 self._update({"type": "stream", "token": piece + "x" * fault.oversized_bytes})
             if fault.stall and fault.stall_after == index and self._pause(fault.stall) and self._stopped():
                 return self._on_stop()
-            if index and self._pause(self.app.pace) and self._stopped():
+            pace = fault.pace if fault.pace is not None else self.app.pace
+            if index and self._pause(pace) and self._stopped():
                 if era.stop == "final" and era.name == "0.7":
                     self._token(piece)  # 0.7 notices the stop after the next token is out (msg_stream_stopped)
                 return self._on_stop()
@@ -667,6 +706,9 @@ class _Reply:
         self._final(text, interrupted=False)
 
     def _text(self) -> str:
+        named = marker_reply(self.turn.inputs)
+        if named is not None:
+            return named
         reply = self.app.reply
         prompt = self._model_prompt()
         return reply(prompt) if callable(reply) else (reply if reply is not None else default_reply(prompt))
@@ -699,7 +741,7 @@ class _Reply:
     def _save(self, text: str) -> None:
         """Store the reply (the user message is stored already)."""
         with self.app._lock:
-            if self.conversation.deleted:
+            if self.conversation.deleted or not self.saved:
                 return
             stamp = now_iso()
             reply = self.turn.reply
@@ -719,16 +761,20 @@ class _Reply:
             return None
         self._final(text, interrupted=True)
 
-    def _fail(self, message: str, *, status: int | None = None, died: bool = False) -> None:
+    def _fail(self, message: str, *, status: int | None = None) -> None:
         era = self.era
         if era.upstream_status:
             # 0.10 tries the upstream again (its MCP flow, then plain generation, the OpenAI SDK's
             # retries): keepAlive lines meanwhile, and a stream that died is streamed again first.
-            if died:
-                for piece in self.streamed:
+            if self.streamed:
+                again = list(self.streamed)
+                for piece in again:
                     self._token(piece)
+                self.streamed += again  # the second attempt's text is appended to the first's
             if status is not None:
                 self._pause(3 * self.app.keepalive)
+        if not era.tree and not self.streamed:
+            self.saved = False  # 0.7 keeps only the user message when nothing was generated
         update: dict[str, Any] = {"type": "status", "status": "error",
                                   "message": f"{status} {message}" if era.upstream_status and status else message}
         if era.upstream_status and status is not None:

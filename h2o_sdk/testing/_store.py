@@ -83,6 +83,7 @@ class Fault:
         chunk_size: Split every event into pieces of this many bytes.
         delay: Seconds to wait before answering at all (before the status
             line); the step's work is done after the wait, as a slow server does.
+        pace: Seconds between tokens for this reply (the server's ``pace`` otherwise).
         times: For :meth:`ChatServer.inject`: how many requests it applies to.
     """
 
@@ -104,6 +105,7 @@ class Fault:
     line_ending: str = "\n"
     chunk_size: int | None = None
     delay: float = 0.0
+    pace: float | None = None
     times: int = 1
 
     def __post_init__(self) -> None:
@@ -215,3 +217,33 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
 
+
+_MARKER = re.compile(r"\[\[tgi:(http422|http429|http500|stream-error|die|slow)\]\]")
+_REPLY_MARKER = re.compile(r"\[\[tgi:reply=(.*?)\]\]", re.S)
+
+
+def marker_fault(text: str) -> Fault | None:
+    """The fault a prompt asks for with the markers of ``shared/peer/fake_tgi.py``.
+
+    ``[[tgi:http422]]``, ``[[tgi:http429]]``, ``[[tgi:http500]]``: the model
+    server answers that status; ``[[tgi:stream-error]]``: an error after three
+    tokens; ``[[tgi:die]]``: the model server dies after three tokens;
+    ``[[tgi:slow]]``: 0.5 s between tokens. So the captures' prompts replay here.
+    """
+    found = set(_MARKER.findall(text))
+    if not found:
+        return None
+    for name in ("http422", "http429", "http500"):
+        if name in found:
+            return Fault(status=int(name[4:]))
+    if "stream-error" in found:
+        return Fault(error_after=3)
+    if "die" in found:
+        return Fault(upstream_die_after=3)
+    return Fault(pace=0.5)
+
+
+def marker_reply(text: str) -> str | None:
+    """The reply a prompt names with ``[[tgi:reply=TEXT]]``."""
+    found = _REPLY_MARKER.search(text)
+    return found.group(1) if found else None

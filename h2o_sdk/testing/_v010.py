@@ -13,5 +13,7 @@ ERA = Era(
     name="0.10", gate=False, settings_path="/api/v2/user/settings", csrf="origin", tree=True, multipart=True,
     bad_model_status=400, new_errors=True, content_type="application/jsonl", title="early", regroup=None, pad=16,
     keepalive=True, interrupted=True, finished=True, ends=True, after_error="nothing", stop="final", api=True,
-    api2=True, tools=False, page_type=None, catch_all=False, upstream_status=True, prompt_format="chatml",
+    api2=True, page_type=None, catch_all=False, upstream_status=True, prompt_format="chatml",
+    model_extra=("hasInferenceAPI", "supportsReasoning", "supportsTools"), summary_extra=("_id", "model"),
+    message_updates=True,
 )

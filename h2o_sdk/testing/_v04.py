@@ -33,6 +33,8 @@ from ._store import (
     Session,
     cookie_value,
     dumps,
+    marker_fault,
+    marker_reply,
     now_iso,
     origin,
 )
@@ -269,7 +271,7 @@ class Handler04(Handler):
             inputs, options = _validate_prompt(payload)
         except (ValueError, KeyError, TypeError):
             return self._route_error(500, _INTERNAL)
-        fault = app._fault("prompt")
+        fault = app._fault("prompt") or marker_fault(inputs)
         if self._fault_status(fault, tgi=True):
             return None
         history = list(conversation.messages)
@@ -363,7 +365,7 @@ class _Generation:
                 self._event(self._token(piece + "x" * fault.oversized_bytes))
             if fault.stall and fault.stall_after == index and self._pause(fault.stall):
                 return self._cut(parts)
-            if index and self._pause(self.app.pace):
+            if index and self._pause(self.fault.pace if self.fault.pace is not None else self.app.pace):
                 return self._cut(parts)
             parts.append(piece)
             last = index == len(pieces) - 1 and finish_reason != "eos_token"
@@ -382,7 +384,8 @@ class _Generation:
     def _plan(self) -> tuple[list[str], str]:
         reply = self.app.reply
         text = reply(self.prompt) if callable(reply) else (reply if reply is not None else default_reply(self.prompt))
-        pieces = tokenize(text)
+        named = marker_reply(self.turn.user["content"])
+        pieces = tokenize(named if named is not None else text)
         finish_reason = "eos_token"
         stops = self.parameters.get("stop") or []
         if isinstance(stops, list) and stops:

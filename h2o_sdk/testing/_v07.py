@@ -11,6 +11,6 @@ ERA = Era(
     name="0.7", gate=True, settings_path="/settings", csrf="referer", tree=False, multipart=False,
     bad_model_status=500, new_errors=False, content_type=None, title="status", regroup=None, pad=None,
     keepalive=False, interrupted=False, finished=False, ends=False, after_error="prompt", stop="final", api=False,
-    api2=False, tools=False, page_type="application/json", catch_all=False, upstream_status=False,
+    api2=False, page_type="application/json", catch_all=False, upstream_status=False,
     prompt_format="h2ogpt",
 )

@@ -11,6 +11,6 @@ ERA = Era(
     name="0.8", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=False,
     bad_model_status=400, new_errors=True, content_type="text/event-stream", title="status", regroup=5, pad=None,
     keepalive=False, interrupted=False, finished=False, ends=True, after_error="so-far", stop="ignored", api=True,
-    api2=False, tools=False, page_type="application/json", catch_all=False, upstream_status=False,
+    api2=False, page_type="application/json", catch_all=False, upstream_status=False,
     prompt_format="chatml",
 )

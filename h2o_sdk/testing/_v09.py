@@ -12,6 +12,7 @@ ERA = Era(
     name="0.9", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=True,
     bad_model_status=400, new_errors=True, content_type="text/event-stream", title="late", regroup=None, pad=16,
     keepalive=True, interrupted=True, finished=False, ends=True, after_error="nothing", stop="ignored", api=True,
-    api2=False, tools=True, page_type="text/sveltekit-data", catch_all=True, upstream_status=False,
+    api2=False, page_type="text/sveltekit-data", catch_all=True, upstream_status=False,
     prompt_format="chatml",
+    model_extra=("tools", "hasInferenceAPI"), summary_extra=("assistantId", "modelTools"), message_updates=True,
 )
