@@ -62,8 +62,9 @@ class Report:
 
 @contextlib.contextmanager
 def fake_server(tokens: int, pace: float = 0.0, *, close_delimited: bool = False, stall: bool = False,
-                tls: str | None = None) -> Iterator[str]:
-    args = [sys.executable, "-m", "benchmarks._server", "--tokens", str(tokens), "--pace", str(pace)]
+                tls: str | None = None, family: str = "0.4") -> Iterator[str]:
+    args = [sys.executable, "-m", "benchmarks._server", "--tokens", str(tokens), "--pace", str(pace),
+            "--family", family]
     args += ["--close-delimited"] * close_delimited + ["--stall"] * stall + (["--tls", tls] if tls else [])
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
@@ -175,6 +176,26 @@ def burst(report: Report, tokens: int, runs: int) -> None:
     report.add("burst sse floor / seed's way (tokens/s)", f"{rate['sse floor'] / rate['seed']:.2f}x")
     report.add("burst AsyncClient / Client (CPU per token)", f"{cpu['async'] / cpu['sdk']:.2f}x", "<= 2x",
                cpu["async"] / cpu["sdk"] <= 2)
+
+
+def family_chat(url: str) -> int:
+    """One reply through the SDK, whatever family the server speaks (detected, as users run it)."""
+    with h2o_sdk.Client(url) as client:
+        return sum(1 for _ in client.stream("Hi").tokens())
+
+
+def families(report: Report, tokens: int, runs: int) -> None:
+    print(f"1b. burst per protocol family: one stream of {tokens} tokens", flush=True)
+    cpu: dict[str, float] = {}
+    for family in ("0.4", "0.7", "0.8", "0.9", "0.10"):
+        with fake_server(tokens, family=family) as url:
+            wall, seconds, count = best(runs, functools.partial(family_chat, url))
+        assert count == tokens + (family == "0.4"), (family, count)  # 0.4's end token is a token too
+        cpu[family] = seconds / count * 1e6
+        report.add(f"burst {family}", f"{count / wall:,.0f} tokens/s, {cpu[family]:.1f} µs CPU/token")
+    for family in ("0.7", "0.8", "0.9", "0.10"):
+        ratio = cpu[family] / cpu["0.4"]
+        report.add(f"burst {family} JSON lines / 0.4 SSE (CPU per token)", f"{ratio:.2f}x", "<= 1x", ratio <= 1)
 
 
 def latency(report: Report, tokens: int) -> None:
@@ -544,13 +565,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="burst latency per_chat concurrent split cancellation memory import tls network")
+                        help="burst families latency per_chat concurrent split cancellation memory import tls "
+                             "network")
     parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
     options = parser.parse_args(argv)
     quick = options.quick
     report = Report()
     plan: dict[str, Callable[[], None]] = {
         "burst": lambda: burst(report, 20_000 if quick else 200_000, 1 if quick else 3),
+        "families": lambda: families(report, 20_000 if quick else 200_000, 1 if quick else 3),
         "latency": lambda: latency(report, 20 if quick else 300),
         "per_chat": lambda: per_chat(report, 10 if quick else 100, 1 if quick else 3),
         "concurrent": lambda: concurrent(report, [1, 10] if quick else [1, 100, 1000], 10 if quick else 40,

@@ -6,6 +6,11 @@ server's ``time.monotonic_ns()`` at the moment it was written (the clock is
 shared by processes on one machine), so the client can measure latency.
 
     python -m benchmarks._server --tokens 1000 --pace 0.01 [--close-delimited] [--tls CERT_AND_KEY.pem]
+                                 [--family 0.4|0.7|0.8|0.9|0.10]
+
+``--family`` answers as that chat-ui family: its detection probes, its
+read-back of a new conversation's root, and its stream (chat-ui's JSON-lines
+updates from 0.7 on, NUL-padded tokens from 0.9, ``finished`` in 0.10).
 
 prints ``port N`` once it listens on 127.0.0.1.
 """
@@ -19,6 +24,7 @@ import secrets
 import ssl
 import time
 
+MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 _COOKIE = b"set-cookie: hf-chat=bench; Path=/; HttpOnly; SameSite=Lax\r\n"
 
 
@@ -32,8 +38,18 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+_ROOT = "00000000-0000-4000-8000-000000000000"
+_STREAM_TYPES = {"0.4": b"text/event-stream", "0.7": b"", "0.8": b"text/event-stream", "0.9": b"text/event-stream",
+                 "0.10": b"application/jsonl"}
+
+
+def _update(update: dict[str, object]) -> bytes:
+    return json.dumps(update, separators=(",", ":")).encode() + b"\n"
+
+
 class Bench:
-    def __init__(self, tokens: int, pace: float, close_delimited: bool, stall: bool) -> None:
+    def __init__(self, tokens: int, pace: float, close_delimited: bool, stall: bool, family: str = "0.4") -> None:
+        self.family = family
         self.tokens = tokens
         self.pace = pace
         self.close_delimited = close_delimited
@@ -43,6 +59,40 @@ class Bench:
         # The last event's generated_text is kept short: repeating 200k tokens would
         # exceed aiohttp's 512 KiB line limit, and the seed's way could not run.
         self.final = _event(11, "<|endoftext|>", final=f"({tokens} tokens)")
+        if family != "0.4":
+            token = text + "\u0000" * (16 - len(text)) if family in ("0.9", "0.10") else text
+            self.burst_events = [_update({"type": "stream", "token": token}) for _ in range(tokens)]
+            final = _update({"type": "finalAnswer", "text": f"({tokens} tokens)", "interrupted": False})
+            self.final = final + b" " * 4096 + (_update({"type": "status", "status": "finished"})
+                                                if family == "0.10" else b"")
+
+    def answer(self, method: str, path: str) -> tuple[int, bytes]:
+        """A status and JSON body for everything but the prompt."""
+        parts = [p for p in path.split("/") if p]
+        family = self.family
+        if method == "GET":
+            if parts == ["api", "v2", "feature-flags"] and family == "0.10":
+                return 200, b'{"json":{"loginEnabled":false}}'
+            if parts == ["api", "models"] and family in ("0.8", "0.9"):
+                return 200, json.dumps([{"id": MODEL, **({"tools": False} if family == "0.9" else {})}]).encode()
+            if parts == ["api", "v2", "models"] and family == "0.10":
+                return 200, json.dumps({"json": [{"id": MODEL}]}).encode()
+            if parts[-1:] == ["summarize"]:
+                return (405, b"") if family == "0.4" else (404, b"")
+            if parts[:2] == ["api", "v2"] and len(parts) == 4:
+                return 200, json.dumps({"json": {"messages": [{"id": _ROOT, "from": "system", "content": "",
+                                                               "ancestors": []}]}}).encode()
+            if parts[-1:] == ["__data.json"]:
+                page = [{"messages": 1}, [2], {"id": 3, "from": 4, "content": 5, "ancestors": 6}, _ROOT, "system", "",
+                        []]
+                return 200, json.dumps({"type": "data", "nodes": [{"type": "data", "data": [{}]},
+                                                                  {"type": "data", "data": page}]}).encode()
+            return 404, b""
+        if parts == ["conversation"] and method == "POST":
+            return 200, json.dumps({"conversationId": secrets.token_hex(12)}).encode()
+        if parts == ["settings"]:
+            return 200, (b'{"type":"redirect","status":303,"location":"/"}' if family == "0.4" else b"")
+        return 200, b""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -61,15 +111,10 @@ class Bench:
                     if not await self.stream(writer):
                         return
                     continue
-                if parts == ["conversation"] and method == "POST":
-                    body = json.dumps({"conversationId": secrets.token_hex(12)}).encode()
-                elif parts == ["settings"]:
-                    body = b'{"type":"redirect","status":303,"location":"/"}'
-                else:
-                    body = b""
+                status, body = self.answer(method, path)
                 kind = b"content-type: application/json\r\n" if body else b""
                 length_line = b"content-length: %d\r\n\r\n" % len(body)
-                writer.write(b"HTTP/1.1 200 OK\r\n" + kind + _COOKIE + length_line + body)
+                writer.write(b"HTTP/1.1 %d X\r\n" % status + kind + _COOKIE + length_line + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -79,8 +124,9 @@ class Bench:
     async def stream(self, writer: asyncio.StreamWriter) -> bool:
         """Write one reply; ``False`` when the connection must close afterwards."""
         framing = b"connection: close\r\n" if self.close_delimited else b"transfer-encoding: chunked\r\n"
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-                     + _COOKIE + framing + b"\r\n")
+        kind = _STREAM_TYPES[self.family]
+        writer.write(b"HTTP/1.1 200 OK\r\n" + (b"content-type: " + kind + b"\r\n" if kind else b"")
+                     + b"cache-control: no-cache\r\n" + _COOKIE + framing + b"\r\n")
         wrap = (lambda data: data) if self.close_delimited else _chunk
         if self.stall:
             writer.write(wrap(_event(1000, "first")))
@@ -109,8 +155,9 @@ async def main() -> None:
     parser.add_argument("--close-delimited", action="store_true")
     parser.add_argument("--stall", action="store_true")
     parser.add_argument("--tls", metavar="PEM", help="serve https with this certificate and key")
+    parser.add_argument("--family", default="0.4", choices=("0.4", "0.7", "0.8", "0.9", "0.10"))
     options = parser.parse_args()
-    bench = Bench(options.tokens, options.pace, options.close_delimited, options.stall)
+    bench = Bench(options.tokens, options.pace, options.close_delimited, options.stall, options.family)
     context = None
     if options.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
