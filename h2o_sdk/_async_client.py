@@ -12,7 +12,7 @@ import contextlib
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
@@ -40,7 +40,7 @@ _STARTERS = 4
 class ClientOptions(TypedDict, total=False):
     """The keyword arguments :class:`Client` takes."""
 
-    model: str
+    model: str | None
     proxy: str | None
     timeout: Timeout | float | tuple[float, float]
     max_retries: int
@@ -50,10 +50,12 @@ class ClientOptions(TypedDict, total=False):
     max_event_size: int
     max_connections: int
     prefetch: int
+    protocol: str
+    cookies: Mapping[str, str] | None
 
 
 class AsyncClient(AsyncResource):
-    """An async client for the h2oGPT chat service, for asyncio and trio.
+    """An async client for chat-ui servers of every era (the h2oGPT service first), for asyncio and trio.
 
     Example::
 
@@ -145,6 +147,19 @@ class AsyncClient(AsyncResource):
     async def connect(self) -> None:
         """Open the connection, accept the welcome modal and prefetch now (see :meth:`Client.connect`)."""
         await anyio.to_thread.run_sync(self.client.connect)
+
+    @property
+    def protocol(self) -> str | None:
+        """The protocol family in use, ``None`` until known (see :attr:`Client.protocol`)."""
+        return self.client.protocol
+
+    async def detect_protocol(self) -> str:
+        """Find out which family the server speaks (see :meth:`Client.detect_protocol`)."""
+        return await anyio.to_thread.run_sync(self.client.detect_protocol)
+
+    async def models(self) -> list[str]:
+        """The ids of the models the server serves (see :meth:`Client.models`)."""
+        return await anyio.to_thread.run_sync(self.client.models)
 
     async def wait_cleanup(self, timeout: float | None = None) -> bool:
         """Wait until the cleanup running in the background has been sent (see :meth:`Client.wait_cleanup`)."""

@@ -244,6 +244,10 @@ def test_a_wrong_protocol_ends_in_a_clear_error(named: str, actual: str) -> None
 def test_async_client(server: ChatServer, backend: str) -> None:
     async def run() -> None:
         async with AsyncClient(server.url) as client:
+            assert client.protocol is None
+            assert await client.detect_protocol() == server.protocol == client.protocol
+            if server.protocol not in ("0.4", "0.7"):
+                assert await client.models() == list(server.models)
             assert (await client.chat("Hi")).text == REPLY
             assert "".join([text async for text in client.stream("Hi")]) == REPLY
             async with client.conversation() as conversation:
