@@ -16,27 +16,16 @@ import requests
 import h2o_sdk.testing
 from h2o_sdk.testing import MODELS, ChatServer, Fault, serve
 
+from .captures import parse_http as parse_captured
+
 DATA = Path(__file__).parent / "data"
 CAPTURED_REPLY = "Hello! I am a fake h2oGPT. How can I help you today?"
 
 
 def parse_http(raw: bytes) -> tuple[int, dict[str, str], list[bytes], bool]:
-    """Status, headers (lower-case names), body chunks, and whether the chunked body was terminated."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    if headers.get("transfer-encoding") != "chunked":
-        return status, headers, [rest], True
-    chunks = []
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return status, headers, chunks, True
-        chunks.append(rest[:size])
-        rest = rest[size + 2 :]
-    return status, headers, chunks, False
+    """Status, headers (lower-case names, the first of each), body chunks, and whether the body was terminated."""
+    status, headers, chunks, terminated = parse_captured(raw)
+    return status, {name: values[0] for name, values in headers.items()}, chunks, terminated
 
 
 def capture(name: str) -> tuple[int, dict[str, str], list[bytes], bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 import socket
@@ -16,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._store import COOKIE, ERROR_PAGE, Record, dumps
+from ._store import COOKIE, ERROR_PAGE, FORM_TYPES, NOT_FOUND, Conversation, Fault, Record, dumps, origin
 
 logger = logging.getLogger("h2o_sdk.testing")
 
@@ -163,6 +164,34 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(status, message.encode(), content_type="text/plain", cookie=False, chunked=True)
 
+    def _csrf_refused(self, rule: str) -> bool:
+        """chat-ui's check of form POSTs (JSON is never checked); ``True`` once it has answered 403.
+
+        ``"referer"`` (to v0.8.3): a Referer of this origin, compared with the
+        server's own scheme so it works behind TLS too; ``"origin"`` (v0.8.4
+        on): an Origin of this host, refused in the same words.
+        """
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self.command != "POST" or content_type not in FORM_TYPES:
+            return False
+        if rule == "referer":
+            referer = self.headers.get("Referer")
+            if not referer:
+                self._hook_error(403, "Non-JSON form requests need to have a referer")
+                return True
+            if origin(referer) != origin(f"{self.app.scheme}://{self.headers.get('Host', '')}"):
+                self._hook_error(403, "Invalid referer for POST request")
+                return True
+            return False
+        sent = self.headers.get("Origin")
+        if not sent:
+            self._hook_error(403, "Non-JSON form requests need to have an origin")
+            return True
+        if urlsplit(sent).netloc.lower() != (self.headers.get("Host") or "").lower():
+            self._hook_error(403, "Invalid referer for POST request")  # sic: the same words
+            return True
+        return False
+
     def _route_error(self, status: int, body: Mapping[str, Any]) -> None:
         # SvelteKit's errors: an HTML page for browsers (or no Accept at all), else JSON.
         accept = self.headers.get("Accept")
@@ -199,3 +228,128 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             return True
 
+
+class ConversationRoutes(Handler):
+    """The conversation routes every family answers alike: delete, stop-generating, rename.
+
+    A family says how its 500 reads (:meth:`_internal`), applies its faults
+    (:meth:`_step_fault`), and whether it ignores a stop (:attr:`stop_ignored`).
+    """
+
+    stop_ignored = False
+
+    def _internal(self) -> None:
+        raise NotImplementedError
+
+    def _step_fault(self, step: str) -> bool:
+        """Answer with the fault of ``step``, if one applies; ``True`` if it did."""
+        raise NotImplementedError
+
+    def _answer_fault(self, fault: Fault | None, default_body: Any) -> bool:
+        """Wait out the fault's delay, then answer its status; ``True`` if it did."""
+        if fault is not None and fault.delay:
+            self.app._stopping.wait(fault.delay)
+        if fault is None or fault.status is None:
+            return False
+        body = fault.body if fault.body is not None else default_body
+        headers = {}
+        retry_after = fault.retry_after or ("1" if fault.status in (429, 503) else None)
+        if retry_after:
+            headers["retry-after"] = retry_after  # Node sends header names in lower case
+        if isinstance(body, str):
+            self._send(fault.status, body.encode(), content_type="text/plain", headers=headers)
+        else:
+            self._json(fault.status, body, headers=headers)
+        return True
+
+    def _prompt(self, conversation_id: str, body: bytes) -> None:
+        raise NotImplementedError
+
+    def _conversation_write(self, conversation_id: str, rest: list[str], body: bytes) -> bool:
+        """Send, delete, rename or stop ``/conversation/{id}``; ``False`` if the request is none of those."""
+        route = (self.command, tuple(rest))
+        if route == ("POST", ()):
+            self._prompt(conversation_id, body)
+        elif route == ("DELETE", ()):
+            self._delete(conversation_id)
+        elif route == ("PATCH", ()):
+            self._patch(conversation_id, body)
+        elif route == ("POST", ("stop-generating",)):
+            self._stop(conversation_id)
+        else:
+            return False
+        return True
+
+    def _owned(self, conversation_id: str) -> Conversation | None:
+        with self.app._lock:
+            found: Conversation | None = self.app._conversations.get(conversation_id)
+        return found if found is not None and found.session == self._session_id else None
+
+    def _target(self, conversation_id: str, step: str | None = None) -> Conversation | None:
+        """The session's conversation, or ``None`` once a fault or a 404 has been answered."""
+        if step is not None and self._step_fault(step):
+            return None
+        conversation = self._owned(conversation_id)
+        if conversation is None:
+            self._route_error(404, NOT_FOUND)
+        return conversation
+
+    def _delete(self, conversation_id: str) -> None:
+        app = self.app
+        conversation = self._target(conversation_id, "delete")
+        if conversation is None:
+            return None
+        with app._lock:
+            app._conversations.pop(conversation_id, None)
+            conversation.deleted = True
+            conversation.wake.set()
+        self._send(200, chunked=True)
+
+    def _stop(self, conversation_id: str) -> None:
+        conversation = self._target(conversation_id, "stop")
+        if conversation is None:
+            return None
+        if not self.stop_ignored:
+            conversation.stopped = True
+            conversation.wake.set()
+        self._send(200, chunked=True)
+
+    def _patch(self, conversation_id: str, body: bytes) -> None:
+        conversation = self._target(conversation_id)
+        if conversation is None:
+            return None
+        try:
+            title = json.loads(body)["title"]
+        except (ValueError, KeyError, TypeError):
+            return self._internal()
+        if not isinstance(title, str) or not 1 <= len(title) <= 100:
+            return self._internal()
+        conversation.title = title
+        self._send(200, chunked=True)
+
+
+class BodyWriter:
+    """Writes a streamed answer's body: chunked (or close-delimited), split as the fault says.
+
+    A client that went away does not stop the generation (protocol.md 2.5):
+    writes then go nowhere and :attr:`connected` is ``False``.
+    """
+
+    def __init__(self, handler: Handler, fault: Fault | None) -> None:
+        self.handler = handler
+        self.fault = fault or Fault()
+        self.connected = True
+
+    def _write(self, data: bytes) -> None:
+        size = self.fault.chunk_size
+        for piece in [data[i : i + size] for i in range(0, len(data), size)] if size else [data]:
+            if not self.connected:
+                return
+            try:
+                if self.fault.close_delimited:
+                    self.handler.wfile.write(piece)
+                else:
+                    self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                self.connected = False
+                self.handler.close_connection = True

@@ -17,15 +17,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from ._http import Handler
+from ._http import BodyWriter, ConversationRoutes, Handler
 from ._pagedata import Date, error_document, page_document
 from ._replies import default_reply, tokenize
 from ._store import (
     CONV_ID,
     ERROR_PAGE,
-    FORM_TYPES,
     LOGIN,
     NOT_FOUND,
     RATE_LIMITED,
@@ -40,7 +38,6 @@ from ._store import (
     marker_fault,
     marker_reply,
     now_iso,
-    origin,
 )
 
 __all__ = ["Era", "handler_for"]
@@ -105,7 +102,7 @@ def handler_for(protocol: str) -> type[Handler]:
     return type(f"Handler{era.name.replace('.', '')}", (JsonLinesHandler,), {"era": era})
 
 
-class JsonLinesHandler(Handler):
+class JsonLinesHandler(ConversationRoutes):
     """The hook and routes of chat-ui 0.7 and later; :attr:`era` says which."""
 
     era: Era
@@ -114,6 +111,10 @@ class JsonLinesHandler(Handler):
     default_keepalive = 0.1  # keepAlive about every 100 ms (0.9 on)
 
     # -- errors, as this release words them ------------------------------------
+
+    @property
+    def stop_ignored(self) -> bool:  # type: ignore[override]
+        return self.era.stop == "ignored"  # 0.8, 0.9: AbortedGenerations never fills its list (a chat-ui bug)
 
     def _internal(self) -> None:
         if self.era.new_errors:
@@ -136,20 +137,8 @@ class JsonLinesHandler(Handler):
         app, era = self.app, self.era
         if path is None:
             return self._not_found_page()
-        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if self.command == "POST" and content_type in FORM_TYPES:
-            if era.csrf == "referer":
-                referer = self.headers.get("Referer")
-                if not referer:
-                    return self._hook_error(403, "Non-JSON form requests need to have a referer")
-                if origin(referer) != origin(f"{app.scheme}://{self.headers.get('Host', '')}"):
-                    return self._hook_error(403, "Invalid referer for POST request")
-            else:
-                sent = self.headers.get("Origin")
-                if not sent:
-                    return self._hook_error(403, "Non-JSON form requests need to have an origin")
-                if urlsplit(sent).netloc.lower() != (self.headers.get("Host") or "").lower():
-                    return self._hook_error(403, "Invalid referer for POST request")  # sic: the same words
+        if self._csrf_refused(era.csrf):
+            return None
         writes = self.command not in ("GET", "HEAD", "OPTIONS")
         if app.require_login and not app._logged_in(cookie):
             if era.upstream_status and self.command == "POST" and path == "/conversation":
@@ -195,41 +184,22 @@ class JsonLinesHandler(Handler):
                                   headers={"allow": "POST"})
             if not CONV_ID.match(conversation_id):
                 return self._internal()  # new ObjectId() throws
-            if method == "POST" and not rest:
-                return self._prompt(conversation_id, body)
-            if method == "DELETE" and not rest:
-                return self._delete(conversation_id)
-            if method == "PATCH" and not rest:
-                return self._patch(conversation_id, body)
-            if method == "POST" and rest == ["stop-generating"]:
-                return self._stop(conversation_id)
+            if self._conversation_write(conversation_id, rest, body):
+                return None
         return self._not_found_page()
 
-    def _fault_status(self, step: str) -> bool:
+    def _step_fault(self, step: str) -> bool:
         fault = self.app._fault(step)
-        if fault is not None and fault.delay:
-            self.app._stopping.wait(fault.delay)
-        if fault is None or fault.status is None:
-            return False
-        body = fault.body
-        if body is None:
-            body = {"message": RATE_LIMITED} if fault.status == 429 else (
-                NOT_FOUND if fault.status == 404 else {"message": "An error occurred"})
-        headers = {}
-        retry_after = fault.retry_after or ("1" if fault.status in (429, 503) else None)
-        if retry_after:
-            headers["retry-after"] = retry_after
-        if isinstance(body, str):
-            self._send(fault.status, body.encode(), content_type="text/plain", headers=headers)
-        else:
-            self._json(fault.status, body, headers=headers)
-        return True
+        status = fault.status if fault is not None else None
+        body = {"message": RATE_LIMITED} if status == 429 else (
+            NOT_FOUND if status == 404 else {"message": "An error occurred"})
+        return self._answer_fault(fault, body)
 
     # -- settings, create --------------------------------------------------------
 
     def _settings(self, body: bytes) -> None:
         app = self.app
-        if self._fault_status("settings"):
+        if self._step_fault("settings"):
             return None
         try:
             settings = json.loads(body)
@@ -249,7 +219,7 @@ class JsonLinesHandler(Handler):
 
     def _create(self, body: bytes) -> None:
         app, era = self.app, self.era
-        if self._fault_status("create"):
+        if self._step_fault("create"):
             return None
         try:
             payload = json.loads(body)
@@ -277,52 +247,6 @@ class JsonLinesHandler(Handler):
         self._json(200, {"conversationId": conversation_id}, chunked=True)
 
     # -- the conversation -----------------------------------------------------------
-
-    def _owned(self, conversation_id: str) -> Conversation | None:
-        with self.app._lock:
-            found = self.app._conversations.get(conversation_id)
-        return found if found is not None and found.session == self._session_id else None
-
-    def _target(self, conversation_id: str, step: str | None = None) -> Conversation | None:
-        if step is not None and self._fault_status(step):
-            return None
-        conversation = self._owned(conversation_id)
-        if conversation is None:
-            self._route_error(404, NOT_FOUND)
-        return conversation
-
-    def _delete(self, conversation_id: str) -> None:
-        app = self.app
-        conversation = self._target(conversation_id, "delete")
-        if conversation is None:
-            return None
-        with app._lock:
-            app._conversations.pop(conversation_id, None)
-            conversation.deleted = True
-            conversation.wake.set()
-        self._send(200, chunked=True)
-
-    def _stop(self, conversation_id: str) -> None:
-        conversation = self._target(conversation_id, "stop")
-        if conversation is None:
-            return None
-        if self.era.stop != "ignored":  # 0.8, 0.9: AbortedGenerations never fills its list (a chat-ui bug)
-            conversation.stopped = True
-            conversation.wake.set()
-        self._send(200, chunked=True)
-
-    def _patch(self, conversation_id: str, body: bytes) -> None:
-        conversation = self._target(conversation_id)
-        if conversation is None:
-            return None
-        try:
-            title = json.loads(body)["title"]
-        except (ValueError, KeyError, TypeError):
-            return self._internal()
-        if not isinstance(title, str) or not 1 <= len(title) <= 100:
-            return self._internal()
-        conversation.title = title
-        self._send(200, chunked=True)
 
     def _page(self, conversation_id: str) -> None:
         with self.app._lock:
@@ -563,39 +487,22 @@ class _Turn:
     first: bool  # the conversation's first reply: it gets a title
 
 
-class _Reply:
+class _Reply(BodyWriter):
     """One streamed answer: chat-ui's updates, one JSON per line and per chunk (msg_send)."""
 
     def __init__(self, handler: JsonLinesHandler, conversation: Conversation, turn: _Turn, fault: Fault | None):
-        self.handler = handler
+        super().__init__(handler, fault)
+        self.handler: JsonLinesHandler = handler
         self.app = handler.app
         self.era = handler.era
         self.conversation = conversation
         self.turn = turn
-        self.fault = fault or Fault()
-        self.connected = True
         self.streamed: list[str] = []  # the model's pieces sent so far
         self.pending = ""  # 0.8: characters waiting for a whole piece
         self.last_keepalive = time.monotonic()
         self.saved = True  # the reply is to be stored
 
     # -- writing ---------------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        if not self.connected:
-            return
-        size = self.fault.chunk_size
-        pieces = [data[i : i + size] for i in range(0, len(data), size)] if size else [data]
-        for piece in pieces:
-            try:
-                if self.fault.close_delimited:
-                    self.handler.wfile.write(piece)
-                else:
-                    self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            except OSError:
-                self.connected = False  # a client that went away does not stop the generation
-                self.handler.close_connection = True
-                return
 
     def _update(self, update: Mapping[str, Any]) -> None:
         self._write(dumps(update) + b"\n")

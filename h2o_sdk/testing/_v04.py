@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._http import Handler
+from ._http import BodyWriter, ConversationRoutes
 from ._pagedata import Date, error_document, page_document
 from ._replies import default_reply, token_id, tokenize
 from ._store import (
     CONV_ID,
     ERROR_PAGE,
-    FORM_TYPES,
     LOGIN,
     NOT_FOUND,
+    RATE_LIMITED,
     TGI_BODIES,
     UUID,
     WELCOME,
@@ -36,7 +36,6 @@ from ._store import (
     marker_fault,
     marker_reply,
     now_iso,
-    origin,
 )
 
 _END_TEXT, _END_ID = "<|endoftext|>", 11
@@ -49,8 +48,14 @@ _PAGE_FORBIDDEN = ("You don't have access to this conversation. If someone gave 
 _SETTINGS_ERROR = {"type": "error", "error": {"message": "Internal Error"}}
 
 
-class Handler04(Handler):
+class Handler04(ConversationRoutes):
     """The hook and routes of chat-ui 0.4."""
+
+    def _internal(self) -> None:
+        self._route_error(500, _INTERNAL)
+
+    def _step_fault(self, step: str) -> bool:
+        return self._fault_status(self.app._fault(step))
 
     # -- the request hook (2.2) ---------------------------------------------------
 
@@ -62,13 +67,8 @@ class Handler04(Handler):
         app = self.app
         if path is None:
             return self._route_error(404, {"message": "Not found"})
-        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if self.command == "POST" and content_type in FORM_TYPES:
-            referer = self.headers.get("Referer")
-            if not referer:
-                return self._hook_error(403, "Non-JSON form requests need to have a referer")
-            if origin(referer) != origin(f"{app.scheme}://{self.headers.get('Host', '')}"):
-                return self._hook_error(403, "Invalid referer for POST request")
+        if self._csrf_refused("referer"):
+            return None
         with app._lock:
             session = app._sessions.get(self._session_id)
         gated = self.command not in ("GET", "HEAD", "OPTIONS") and not path.startswith(_GATE_EXEMPT)
@@ -96,14 +96,8 @@ class Handler04(Handler):
             conversation_id, rest = parts[1], parts[2:]
             if not CONV_ID.match(conversation_id):
                 return self._route_error(500, _INTERNAL)
-            if method == "POST" and not rest:
-                return self._prompt(conversation_id, body)
-            if method == "DELETE" and not rest:
-                return self._delete(conversation_id)
-            if method == "PATCH" and not rest:
-                return self._patch(conversation_id, body)
-            if method == "POST" and rest == ["stop-generating"]:
-                return self._stop(conversation_id)
+            if self._conversation_write(conversation_id, rest, body):
+                return None
             if method in ("GET", "HEAD") and rest == ["__data.json"]:
                 return self._page_data(conversation_id)
             if method in ("GET", "HEAD") and rest in (["stop-generating"], ["summarize"]):
@@ -122,29 +116,12 @@ class Handler04(Handler):
         return self._route_error(404, {"message": "Not found"})
 
     def _fault_status(self, fault: Fault | None, *, tgi: bool = False) -> bool:
-        if fault is not None and fault.delay:
-            self.app._stopping.wait(fault.delay)
-        if fault is None or fault.status is None:
-            return False
-        body = fault.body
-        if body is None:
-            if tgi and fault.status in TGI_BODIES:
-                body = TGI_BODIES[fault.status]
-            elif fault.status == 429:
-                body = {"message": "You are sending too many messages. Try again later."}
-            elif fault.status == 404:
-                body = NOT_FOUND
-            else:
-                body = _INTERNAL
-        headers = {}
-        retry_after = fault.retry_after or ("1" if fault.status in (429, 503) else None)
-        if retry_after:
-            headers["retry-after"] = retry_after  # Node sends header names in lower case
-        if isinstance(body, str):
-            self._send(fault.status, body.encode(), content_type="text/plain", headers=headers)
+        status = fault.status if fault is not None else None
+        if tgi and status is not None and status in TGI_BODIES:
+            body: Any = TGI_BODIES[status]
         else:
-            self._json(fault.status, body, headers=headers)
-        return True
+            body = {"message": RATE_LIMITED} if status == 429 else (NOT_FOUND if status == 404 else _INTERNAL)
+        return self._answer_fault(fault, body)
 
     # -- routes ---------------------------------------------------------------
 
@@ -191,20 +168,6 @@ class Handler04(Handler):
             )
         self._send(200, dumps({"conversationId": conversation_id}), content_type="application/json", chunked=True)
 
-    def _owned(self, conversation_id: str) -> Conversation | None:
-        with self.app._lock:
-            found = self.app._conversations.get(conversation_id)
-        return found if found is not None and found.session == self._session_id else None
-
-    def _target(self, conversation_id: str, step: str | None = None) -> Conversation | None:
-        """The session's conversation, or ``None`` once a fault or a 404 has been answered."""
-        if step is not None and self._fault_status(self.app._fault(step)):
-            return None
-        conversation = self._owned(conversation_id)
-        if conversation is None:
-            self._route_error(404, NOT_FOUND)
-        return conversation
-
     def _page(self, conversation_id: str) -> None:
         """``GET /conversation/{id}`` as the real 0.4 answers it.
 
@@ -226,38 +189,6 @@ class Handler04(Handler):
             return self._route_error(403, {"message": _PAGE_FORBIDDEN})
         page = ERROR_PAGE.replace("<h1>{status}</h1>", "").format(message=found.title, status=200)
         return self._send(200, page.encode(), content_type="text/html")
-
-    def _delete(self, conversation_id: str) -> None:
-        app = self.app
-        conversation = self._target(conversation_id, "delete")
-        if conversation is None:
-            return None
-        with app._lock:
-            app._conversations.pop(conversation_id, None)
-            conversation.deleted = True
-            conversation.wake.set()
-        self._send(200, chunked=True)
-
-    def _stop(self, conversation_id: str) -> None:
-        conversation = self._target(conversation_id, "stop")
-        if conversation is None:
-            return None
-        conversation.stopped = True
-        conversation.wake.set()
-        self._send(200, chunked=True)
-
-    def _patch(self, conversation_id: str, body: bytes) -> None:
-        conversation = self._target(conversation_id)
-        if conversation is None:
-            return None
-        try:
-            title = json.loads(body)["title"]
-        except (ValueError, KeyError, TypeError):
-            return self._route_error(500, _INTERNAL)
-        if not isinstance(title, str) or not 1 <= len(title) <= 100:
-            return self._route_error(500, _INTERNAL)
-        conversation.title = title
-        self._send(200, chunked=True)
 
     def _prompt(self, conversation_id: str, body: bytes) -> None:
         app = self.app
@@ -313,19 +244,17 @@ class Handler04(Handler):
         self._send(200, body, content_type="application/json", headers={"cache-control": "private, no-store"})
 
 
-class _Generation:
+class _Generation(BodyWriter):
     """One TGI ``/generate_stream`` answer, relayed by chat-ui (2.5, 3)."""
 
     def __init__(self, turn: _Turn, parameters: Mapping[str, Any], fault: Fault | None) -> None:
+        super().__init__(turn.handler, fault)
         self.turn = turn
-        self.handler = turn.handler
         self.app = turn.handler.app
         self.conversation = turn.conversation
         self.prompt = turn.prompt
         self.parameters = parameters
-        self.fault = fault or Fault()
         self.eol = self.fault.line_ending.encode()
-        self.connected = True
 
     def run(self) -> None:
         fault, conversation = self.fault, self.conversation
@@ -421,23 +350,7 @@ class _Generation:
             self.app.events_sent += 1
 
     def _write_event(self, data: bytes) -> None:
-        size = self.fault.chunk_size
-        pieces = [data[i : i + size] for i in range(0, len(data), size)] if size else [data]
-        for piece in pieces:
-            self._write(piece)
-
-    def _write(self, data: bytes) -> None:
-        if not self.connected:
-            return
-        try:
-            if self.fault.close_delimited:
-                self.handler.wfile.write(data)
-            else:
-                self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        except OSError:
-            # 2.5: a client that went away does not stop the generation.
-            self.connected = False
-            self.handler.close_connection = True
+        self._write(data)
 
     def _pause(self, seconds: float) -> bool:
         """Wait, sending keep-alive comments on long silences; ``True`` if cut short."""
