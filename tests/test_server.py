@@ -13,7 +13,7 @@ import pytest
 import requests
 import urllib3
 
-from h2o_sdk.testing import MODELS, ChatServer, Fault, serve
+from h2o_sdk.testing import MODELS, ChatServer, Fault, serve, tokenize
 
 FORM = {"ethicsModalAccepted": "true", "shareConversationsWithModelAuthors": "true", "ethicsModalAcceptedAt": "",
         "activeModel": MODELS[0], "searchEnabled": "true"}
@@ -237,22 +237,46 @@ def test_failed_streams_save_nothing(server: ChatServer, http: requests.Session)
     assert server.conversation(cid) == {"title": "Untitled 1", "model": MODELS[0], "messages": []}
 
 
-def test_stop_generating_cuts_the_stream_and_saves_the_partial_reply(http: requests.Session) -> None:
-    with serve(pace=0.05) as server:
+WORDS_REPLY = " ".join(f"w{i}" for i in range(40))
+
+
+def _stop_mid_stream(http: requests.Session, server: ChatServer, cid: str) -> tuple[list[str], bool]:
+    """Read a reply, stop it after its first token; the texts received and whether the body ended properly."""
+    response = http.post(f"{server.url}/conversation/{cid}", json=body(), stream=True)
+    texts: list[str] = []
+    ended = True
+    try:
+        for chunk in response.raw.read_chunked():
+            texts.append(json.loads(chunk[5:])["token"]["text"])
+            if len(texts) == 1:
+                assert http.post(f"{server.url}/conversation/{cid}/stop-generating").status_code == 200
+    except urllib3.exceptions.ProtocolError:
+        ended = False  # no terminating chunk
+    response.close()
+    return texts, ended
+
+
+def test_stop_generating_is_noticed_on_a_poll_and_saves_the_unsent_token(http: requests.Session) -> None:
+    # As the real 0.4 does: tokens go on until its poll of stopped generations notices the stop,
+    # then the body is cut, and the token of the chunk where it noticed is saved but never sent.
+    with serve(pace=0.05, reply=WORDS_REPLY, stop_poll=0.3) as server:
         accept(http, server)
         cid = create(http, server)
-        response = http.post(f"{server.url}/conversation/{cid}", json=body(), stream=True)
-        chunks = response.raw.read_chunked()
-        first = next(chunks)
-        assert first.startswith(b"data:")
-        assert http.post(f"{server.url}/conversation/{cid}/stop-generating").status_code == 200
-        with pytest.raises(urllib3.exceptions.ProtocolError):  # no terminating chunk
-            for _ in chunks:
-                pass
-        response.close()
+        texts, ended = _stop_mid_stream(http, server, cid)
+        assert not ended and 2 <= len(texts) < 40
         stored = server.conversation(cid)
         assert stored is not None and len(stored["messages"]) == 2
-        assert stored["messages"][1]["content"] == json.loads(first[5:])["token"]["text"]
+        words = tokenize(WORDS_REPLY)
+        assert stored["messages"][1]["content"] == "".join(texts) + words[len(texts)]
+
+
+def test_a_second_stop_of_a_conversation_within_stop_ignore_is_not_noticed(http: requests.Session) -> None:
+    with serve(pace=0.01, reply=WORDS_REPLY, stop_poll=0.05, stop_ignore=30) as server:
+        accept(http, server)
+        cid = create(http, server)
+        assert not _stop_mid_stream(http, server, cid)[1]
+        texts, ended = _stop_mid_stream(http, server, cid)  # the server ignores this stop: the reply runs on
+        assert ended and "".join(t for t in texts if t != "<|endoftext|>") == WORDS_REPLY
 
 
 def test_delete_then_404_and_patch_title(server: ChatServer, http: requests.Session) -> None:

@@ -14,6 +14,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -72,6 +73,8 @@ class ChatServer:
         users: Mapping[str, str] | None = None,
         base_path: str = "",
         hold_open: float = 30.0,
+        stop_poll: float = 1.0,
+        stop_ignore: float = 30.0,
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -84,6 +87,9 @@ class ChatServer:
         self.users = dict(users or {})
         self.base_path = base_path
         self.hold_open = hold_open
+        self.stop_poll = stop_poll
+        self.stop_ignore = stop_ignore
+        self._started = time.monotonic()
         handler = handler_class(protocol)
         # keep-alive writes while waiting: the family's own rhythm unless told
         self.keepalive = keepalive if keepalive is not None else handler.default_keepalive
@@ -242,7 +248,9 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
             ``models``, ``faults``, ``preprompt``, ``require_login`` with
             ``users`` (cookie values that count as logged in), ``base_path``
             (an app path such as ``"/chat"``), ``hold_open`` (how long 0.7
-            keeps a finished response open, at most), and ``upstream``: the
+            keeps a finished response open, at most), ``stop_poll`` and
+            ``stop_ignore`` (0.4 notices a stop on a poll every 1 s and
+            ignores another stop of the conversation for 30 s), and ``upstream``: the
             URL of a real TGI-compatible ``/generate_stream`` to forward
             prompts to, as chat-ui did (``"0.4"`` only).
 

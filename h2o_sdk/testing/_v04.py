@@ -255,6 +255,7 @@ class _Generation(BodyWriter):
         self.prompt = turn.prompt
         self.parameters = parameters
         self.eol = self.fault.line_ending.encode()
+        self.notice_at: float | None = None  # when the generation notices a stop (its poll)
 
     def run(self) -> None:
         fault, conversation = self.fault, self.conversation
@@ -281,7 +282,7 @@ class _Generation(BodyWriter):
         pieces, finish_reason = self._plan()
         parts: list[str] = []
         if self._pause(self.app.first_token_delay):
-            return self._cut(parts)
+            return self._cut(parts, pieces[0] if pieces else "")
         for index, piece in enumerate(pieces):
             if fault.error_after == index:
                 self._event({"error": fault.error_message, "error_type": fault.error_type})
@@ -293,9 +294,9 @@ class _Generation(BodyWriter):
             if fault.oversized_after == index:
                 self._event(self._token(piece + "x" * fault.oversized_bytes))
             if fault.stall and fault.stall_after == index and self._pause(fault.stall):
-                return self._cut(parts)
+                return self._cut(parts, piece)
             if index and self._pause(self.fault.pace if self.fault.pace is not None else self.app.pace):
-                return self._cut(parts)
+                return self._cut(parts, piece)
             parts.append(piece)
             last = index == len(pieces) - 1 and finish_reason != "eos_token"
             final = "".join(parts) if last else None
@@ -353,14 +354,39 @@ class _Generation(BodyWriter):
         self._write(data)
 
     def _pause(self, seconds: float) -> bool:
-        """Wait, sending keep-alive comments on long silences; ``True`` if cut short."""
+        """Wait, sending keep-alive comments on long silences; ``True`` if cut short.
+
+        A delete or shutdown cuts at once. A stop is noticed as the real 0.4
+        notices it: on its poll of stopped generations (``stop_poll``, 1 s),
+        so tokens go on until then; and a second stop of one conversation
+        within ``stop_ignore`` (30 s) of the first is not noticed at all.
+        """
+        app, conversation = self.app, self.conversation
         deadline = time.monotonic() + seconds
         while True:
-            left = deadline - time.monotonic()
-            step = min(left, self.app.keepalive)
-            if self.app._wait(self.conversation.wake, step):
+            now = time.monotonic()
+            if self.notice_at is not None and now >= self.notice_at:
+                conversation.last_stop = now
                 return True
-            if left <= self.app.keepalive:
+            left = deadline - now
+            step = min(left, app.keepalive)
+            if self.notice_at is not None:
+                step = min(step, self.notice_at - now)
+            if app._wait(conversation.wake, step):
+                if conversation.deleted or app._stopping.is_set() or not conversation.stopped:
+                    return True
+                if self.notice_at is None:
+                    conversation.wake.clear()
+                    if time.monotonic() - conversation.last_stop < app.stop_ignore:
+                        conversation.stopped = False  # still listed from the last stop: this one is lost
+                    else:
+                        poll = app.stop_poll
+                        since = time.monotonic() - app._started
+                        self.notice_at = app._started + (int(since / poll) + 1) * poll if poll > 0 else 0.0
+                continue
+            if self.notice_at is not None and time.monotonic() >= self.notice_at:
+                continue
+            if left <= app.keepalive:
                 return False
             self._write(b":" + self.eol + self.eol)
 
@@ -378,12 +404,14 @@ class _Generation(BodyWriter):
     def _drop(self) -> None:
         self.handler.close_connection = True
 
-    def _cut(self, parts: list[str]) -> None:
+    def _cut(self, parts: list[str], unsent: str = "") -> None:
         # stop-generating (or delete, or shutdown): the connection closes without
-        # the terminating chunk, and the partial reply is saved (2.7).
+        # the terminating chunk, and the partial reply is saved (2.7), with the
+        # token of the chunk in which the stop was noticed, which is never sent
+        # (observed on the real 0.4, 2026-12-02).
         self.handler.close_connection = True
-        if self.conversation.stopped:
-            self.turn.save("".join(parts))
+        if self.conversation.stopped and not self.conversation.deleted:
+            self.turn.save("".join(parts) + unsent)
 
 
 @dataclass
