@@ -603,6 +603,11 @@ class _Reply(BodyWriter):
                 return self._on_stop()
             self.streamed.append(piece)
             self._token(piece)
+            if era.tree:
+                # The tree's reply exists from the start and its text grows as it streams: a reader
+                # (or a client that went away) sees the text so far.
+                with self.app._lock:
+                    turn.reply["content"] = "".join(self.streamed)
         self._flush()
         text = "".join(self.streamed)
         if turn.first and era.title == "late":
