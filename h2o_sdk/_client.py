@@ -273,7 +273,7 @@ class Client(Resource):
         """
         text = _protocol.format_prompt(messages)
         if parameters:
-            _protocol.prompt_payload(text, parameters)  # bad parameters fail here, before any request
+            _protocol.check_parameter_values(parameters)  # bad parameters fail here, before any request
             if self._family is not None:
                 self._family.check_parameters(parameters)
         model = _check_model(model) if model is not None else None
@@ -581,8 +581,8 @@ class Client(Resource):
             else:
                 messages = _readback.messages_from_page(body)
         except ProtocolError as exc:
-            exc.message = f"{exc.message}{self._family_hint() if self._protocol != 'auto' else ''}"
-            exc.args = (exc.message,)
+            if self._protocol != "auto":
+                _add_to_message(exc, self._family_hint())
             raise
         return _readback.branch(messages)
 
@@ -794,7 +794,9 @@ class Client(Resource):
             except APIStatusError as exc:
                 if exc.status_code == 405 and reaccept and self._family is not None:
                     if self._family.settings is None:
-                        raise _wrong_family(exc, self._family) from None
+                        if self._protocol == "auto":  # a named family's hint is in the message already
+                            _add_to_message(exc, self._family_hint())
+                        raise
                     logger.info("%s %s answered 405; accepting the welcome modal again", method, path)
                     reaccept = False
                     self._accept_settings(abort, again=True)
@@ -915,12 +917,10 @@ class Client(Resource):
             url=url,
         )
         if response.status_code == 401:
-            error.message = f"{error.message}: {_LOGIN_HINT}"
-            error.args = (error.message,)
+            _add_to_message(error, f": {_LOGIN_HINT}")
         elif self._protocol != "auto" and response.status_code in (400, 403, 405, 500) and method == "POST":
             # A family named by the caller, and a server that rejects its requests: say what to try.
-            error.message = f"{error.message}{self._family_hint()}"
-            error.args = (error.message,)
+            _add_to_message(error, self._family_hint())
         raise error
 
     def _family_hint(self) -> str:
@@ -1169,11 +1169,8 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
 def _name_the_model(exc: APIStatusError, model: str, what: str) -> None:
     """Say which model a bare chat-ui 500 is about (an unknown model id: protocol.md 2.3, 2.4)."""
     if exc.status_code in (400, 500):
-        exc.message = (
-            f"{exc.message}: the server could not {what} with the model {model!r}; check that it "
-            "serves that model id (model=..., h2o-chat --model)"
-        )
-        exc.args = (exc.message,)
+        _add_to_message(exc, f": the server could not {what} with the model {model!r}; check that it serves that "
+                             "model id (model=..., h2o-chat --model)")
 
 
 def _nothing_sent(exc: requests.exceptions.RequestException) -> bool:
@@ -1277,14 +1274,10 @@ class _CookiePolicy(http.cookiejar.DefaultCookiePolicy):
         return bool(super().return_ok_secure(cookie, request))
 
 
-def _wrong_family(exc: APIStatusError, family: Family) -> APIStatusError:
-    """A 405 welcome gate, where the configured family has none."""
-    exc.message = (
-        f"{exc.message}: the server asks for a welcome modal, which chat-ui {family.releases} (protocol "
-        f"{family.name!r}) does not have; it speaks an older family: use protocol='auto'"
-    )
+def _add_to_message(exc: H2oError, text: str) -> None:
+    """Say more in an error's message (``str()`` and ``args`` follow)."""
+    exc.message += text
     exc.args = (exc.message,)
-    return exc
 
 
 def _model_ids(models: list[Any]) -> list[str]:

@@ -157,7 +157,8 @@ class Conversation(Resource):
         if self._closed:
             raise ValueError("this conversation is closed")
         merged = {**self._parameters, **parameters}
-        _protocol.prompt_payload(text, merged)  # bad parameters fail here, before any request
+        _protocol.check_text(text, "the prompt")  # bad text and parameters fail here, before any request
+        _protocol.check_parameter_values(merged)
         message_id = str(uuid.uuid4())
         if retry:
             message_id = next(m["id"] for m in reversed(self._messages) if m["role"] == "user")

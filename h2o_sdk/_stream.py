@@ -155,9 +155,10 @@ def json_lines(chunks: Iterable[bytes], max_line_size: int = DEFAULT_MAX_EVENT_S
             text = line.strip()
             if text:
                 try:
-                    yield text.decode()
+                    decoded = text.decode()
                 except UnicodeDecodeError as exc:
                     raise ProtocolError(f"the stream is not valid UTF-8: {exc}") from exc
+                yield decoded
     tail = pending.strip()
     if tail:
         # The last line need not end in a newline, but one cut in the middle is not an update.

@@ -61,8 +61,6 @@ class Family:
         ends: The body ends after the last update (``"0.7"``'s never does).
         stop_ends_reply: Stop-generating ends the reply (``"0.8"``, ``"0.9"``
             ignore it, a chat-ui bug: the client cuts its own connection).
-        parameters: Generation parameters can be sent.
-        stream_types: The content types the family's stream comes with.
     """
 
     name: str
@@ -77,8 +75,6 @@ class Family:
     superjson: bool
     ends: bool
     stop_ends_reply: bool
-    parameters: bool
-    stream_types: tuple[str, ...]
 
     def check_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Refuse generation parameters this family cannot send (``"0.4"`` overrides this).

@@ -20,8 +20,6 @@ __all__ = ["MAX_READ_BACK", "branch", "messages_from_api2", "messages_from_page"
 
 #: The largest read-back body accepted, in bytes.
 MAX_READ_BACK = 8 * 1024 * 1024
-# devalue's constants for values JSON cannot hold (devalue's constants.js).
-_UNDEFINED, _HOLE = -1, -2
 
 
 def messages_from_page(body: bytes) -> list[dict[str, Any]]:

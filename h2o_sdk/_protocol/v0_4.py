@@ -73,15 +73,9 @@ def prompt_payload(
         ValueError: A parameter is not a JSON value (NaN and infinities
             included, which JSON cannot carry), or text with a lone surrogate.
     """
-    check_parameters(parameters)
+    check_parameter_values(parameters)
     check_text(inputs, "the prompt")
     merged = {**DEFAULT_PARAMETERS, **parameters}
-    try:
-        json.dumps(merged, allow_nan=False)
-    except TypeError as exc:
-        raise TypeError(f"generation parameters must be JSON values: {exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"generation parameters must be JSON values: {exc}") from None
     return {
         "inputs": inputs,
         "parameters": merged,
@@ -94,6 +88,23 @@ def prompt_payload(
             "web_search_id": "",
         },
     }
+
+
+def check_parameter_values(parameters: Mapping[str, Any]) -> None:
+    """Refuse unknown generation parameters, and values JSON cannot carry.
+
+    Raises:
+        TypeError: An unknown name (see :func:`check_parameters`), or a value
+            that is not a JSON value.
+        ValueError: NaN, an infinity, or nesting too deep for JSON.
+    """
+    check_parameters(parameters)
+    try:
+        json.dumps(parameters, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"generation parameters must be JSON values: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"generation parameters must be JSON values: {exc}") from None
 
 
 def check_parameters(parameters: Mapping[str, Any]) -> None:
@@ -185,6 +196,5 @@ class _V04(Family):
 
 FAMILY = _V04(
     name="0.4", releases="v0.3-v0.6", stream="sse", settings="form", multipart=False, tree=False, preprompt=False,
-    read_back="page", models=None, superjson=False, ends=True, stop_ends_reply=True, parameters=True,
-    stream_types=("text/event-stream",),
+    read_back="page", models=None, superjson=False, ends=True, stop_ends_reply=True,
 )

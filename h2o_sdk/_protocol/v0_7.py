@@ -30,6 +30,5 @@ class _V07(Family):
 
 FAMILY = _V07(
     name="0.7", releases="v0.7", stream="jsonl", settings="json", multipart=False, tree=False, preprompt=True,
-    read_back="page", models=None, superjson=False, ends=False, stop_ends_reply=True, parameters=False,
-    stream_types=("", "text/event-stream"),
+    read_back="page", models=None, superjson=False, ends=False, stop_ends_reply=True,
 )
