@@ -222,7 +222,7 @@ def per_chat(report: Report, chats: int, runs: int) -> None:
     with fake_server(5) as url:
         sent: list[str] = []
         with h2o_sdk.Client(url) as client, requests.Session() as bare:
-            session = client._session  # counted from outside, as a caller would see it
+            session = client._http._session  # counted from outside, as a caller would see it
             session.hooks["response"].append(lambda response, **_: sent.append(response.request.method))
             client.chat("warm")
             pools = session.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]

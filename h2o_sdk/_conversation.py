@@ -16,7 +16,7 @@ from ._stream import Stream
 from ._types import Reply
 
 if TYPE_CHECKING:
-    from ._client import Client
+    from ._operations import Operations
 
 __all__ = ["Conversation"]
 
@@ -50,8 +50,12 @@ class Conversation(Resource):
     One turn at a time; a conversation belongs to one thread at a time.
     """
 
-    def __init__(self, client: Client, *, model: str | None, keep: bool, parameters: Mapping[str, Any]) -> None:
-        self._client = client
+    def __init__(
+        self, operations: Operations, *, model: str | None, keep: bool, parameters: Mapping[str, Any],
+        max_event_size: int,
+    ) -> None:
+        self._operations = operations
+        self._max_event_size = max_event_size
         self._model = model
         self.keep = keep
         self._parameters = dict(parameters)
@@ -65,7 +69,7 @@ class Conversation(Resource):
     @property
     def model(self) -> str:
         """The model of the conversation (the client's unless one was named)."""
-        return self._model or self._client.model
+        return self._model or self._operations.model
 
     @property
     def id(self) -> str | None:
@@ -125,20 +129,20 @@ class Conversation(Resource):
             self._closed = True
             conversation_id = self._id
         if conversation_id is not None and not self.keep:
-            self._client._delete(conversation_id)
+            self._operations.delete(conversation_id)
 
     # -- the turn's owner (_lifecycle.Owner) --------------------------------
 
-    def conversation_id(self) -> str | None:
+    def _server_id(self) -> str | None:
         return self._id
 
-    def created(self, conversation_id: str) -> bool:
+    def _turn_created(self, conversation_id: str) -> bool:
         with self._lock:
             self._id = conversation_id
             # Closed while the first turn created it: delete it, unless it is to be kept.
             return not self._closed or self.keep
 
-    def begin(self) -> None:
+    def _turn_begins(self) -> None:
         with self._lock:
             if self._busy:
                 raise ValueError("a turn of this conversation is still streaming")
@@ -146,7 +150,7 @@ class Conversation(Resource):
                 raise ValueError("this conversation is closed")
             self._busy = True
 
-    def end(self) -> None:
+    def _turn_ends(self) -> None:
         self._busy = False
 
 
@@ -193,8 +197,8 @@ class Conversation(Resource):
             self._messages.append({"role": "user", "content": text, "id": message_id})
             self._messages.append({"role": "assistant", "content": reply, "id": ""})
 
-        turn = Turn(self._client, model=self._model, build=build, owner=self, keep_partial=True)
-        return Stream(turn, max_event_size=self._client.max_event_size, keep_tokens=keep_tokens, on_end=on_end)
+        turn = Turn(self._operations, model=self._model, build=build, owner=self, keep_partial=True)
+        return Stream(turn, max_event_size=self._max_event_size, keep_tokens=keep_tokens, on_end=on_end)
 
 
 def finish(stream: Stream) -> Reply:

@@ -8,13 +8,15 @@ the server to stop generating, whether to read what the server still sends
 stored. The stream, the conversation and the async layer ask a :class:`Turn`;
 none of them keeps flags of its own.
 
-Cancellation reaches every blocking step through an :class:`Abort` handle:
-the client's connections register their socket with the handle of the turn
-running in their thread, and :meth:`Abort.abort` shuts that socket down (which
+Cancellation reaches every blocking step through an :class:`~._http.Abort`
+handle: the client's connections register their socket with the handle of the
+turn running in their thread, and ``Abort.abort`` shuts that socket down (which
 wakes a blocked ``recv`` in another thread) and interrupts backoff sleeps.
 While a conversation is being created the socket is never cut: the server may
 have created it already, and only its answer tells the id to delete; the turn
-finishes that request in the background and deletes what it created.
+finishes that request in the background and deletes what it created. For the
+same reason Ctrl-C is held while the create runs in the main thread, and
+raised once the turn knows the id to delete.
 
 What the caller need not wait for (a one-shot turn's stop-generating and
 delete, a conversation's delete) is handed to the client's :class:`Cleaner`, a
@@ -28,6 +30,7 @@ import atexit
 import contextlib
 import enum
 import logging
+import signal
 import socket
 import threading
 import time
@@ -39,6 +42,7 @@ from typing import Protocol
 
 from . import _protocol
 from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
+from ._http import Abort
 from ._protocol import Family, Prompt
 from ._types import Timeout
 
@@ -131,100 +135,6 @@ CLEANUP: Mapping[Phase, Cleanup] = {
 }
 
 
-_current = threading.local()
-
-
-class Abort:
-    """Cuts a turn's blocking steps short, from any thread.
-
-    The client's connections :meth:`attach` their socket while a request of
-    this turn runs in the thread where the handle is :meth:`active`.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._sock: socket.socket | None = None
-        self._cuttable = True
-        self.attached = threading.Event()  # a request of this turn has taken its connection
-
-    @property
-    def aborted(self) -> bool:
-        return self._event.is_set()
-
-    def abort(self) -> bool:
-        """Cut the turn short (thread-safe, idempotent, never raises).
-
-        Returns:
-            ``False`` while a request must finish on its own (the create), else ``True``.
-        """
-        self._event.set()
-        with self._lock:
-            sock, cuttable = self._sock, self._cuttable
-        if sock is not None and cuttable:
-            _shut(sock)
-        return cuttable
-
-    def attach(self, sock: socket.socket) -> None:
-        """The socket a request of this turn is using (shut at once if already aborted)."""
-        with self._lock:
-            self._sock = sock
-            cut = self._cuttable and self._event.is_set()
-        self.attached.set()
-        if cut:
-            _shut(sock)
-
-    def detach(self) -> None:
-        """Forget the socket: it goes back to the pool, maybe to another turn."""
-        with self._lock:
-            self._sock = None
-
-    def sleep(self, seconds: float) -> bool:
-        """Wait ``seconds`` unless aborted first; ``True`` if the wait ran out."""
-        return not self._event.wait(seconds)
-
-    @contextlib.contextmanager
-    def active(self, *, keep: bool = False) -> Iterator[None]:
-        """Requests made in this thread meanwhile attach their sockets here.
-
-        Args:
-            keep: Keep the socket attached afterwards (a streaming answer still reads it).
-        """
-        previous = getattr(_current, "abort", None)
-        _current.abort = self
-        try:
-            yield
-        finally:
-            _current.abort = previous
-            if not keep:
-                self.detach()
-
-    @contextlib.contextmanager
-    def uncuttable(self) -> Iterator[None]:
-        """Meanwhile :meth:`abort` only marks the turn; the request in flight finishes."""
-        with self._lock:
-            self._cuttable = False
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._cuttable = True
-
-
-def attach_current(sock: socket.socket) -> None:
-    """Called by the client's connections: register ``sock`` with this thread's turn, if any."""
-    abort: Abort | None = getattr(_current, "abort", None)
-    if abort is not None:
-        abort.attach(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    # Shutting a socket down wakes a recv() blocked in another thread; closing
-    # it would not (and could hand its descriptor to a new socket).
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
 class Body(Protocol):
     """The prompt's open answer, as the client's transport hands it out."""
 
@@ -248,7 +158,11 @@ class Transport(Protocol):
     """What a turn needs from the client: the requests, and its settings."""
 
     timeout: Timeout
-    model: str
+
+    @property
+    def model(self) -> str:
+        """The client's model (detection may have chosen the server's own)."""
+        ...
 
     def check_open(self) -> None:
         """Raise ``ValueError`` if the client is closed."""
@@ -302,21 +216,24 @@ class Transport(Protocol):
 
 
 class Owner(Protocol):
-    """The conversation a turn belongs to (a one-shot turn has none)."""
+    """The conversation a turn belongs to (a one-shot turn has none).
 
-    def conversation_id(self) -> str | None:
+    Its methods are private names: they are for the turn, not the caller.
+    """
+
+    def _server_id(self) -> str | None:
         """The server conversation, once created."""
         ...
 
-    def created(self, conversation_id: str) -> bool:
+    def _turn_created(self, conversation_id: str) -> bool:
         """The turn created the conversation; ``False`` if the owner was closed meanwhile."""
         ...
 
-    def begin(self) -> None:
+    def _turn_begins(self) -> None:
         """A turn starts (``ValueError`` if another one runs, or the owner is closed)."""
         ...
 
-    def end(self) -> None:
+    def _turn_ends(self) -> None:
         """The turn has been cleaned up."""
         ...
 
@@ -404,7 +321,7 @@ class Turn:
             self.fire(Event.CLEANED)
             raise IncompleteStreamError("the stream was aborted")
         if self._owner is not None:
-            self._owner.begin()
+            self._owner._turn_begins()
         self.thread = threading.current_thread()
         transport.track(self)
         try:
@@ -422,17 +339,18 @@ class Turn:
         family = self._family = transport.family(abort)
         self.stream_format = family.stream
         prompt, preprompt = self._build(family)  # what the family cannot send fails here, before any create
-        self.conversation_id = owner.conversation_id() if owner is not None else None
+        self.conversation_id = owner._server_id() if owner is not None else None
         model = self._model or transport.model  # detection may have found the server's own default
         if self.conversation_id is None and preprompt is None and (spare := transport.take_spare(model)):
             self._adopt(spare)  # created ahead: the prompt goes out at once
         if self.conversation_id is None:
             self.fire(Event.CREATE)
-            with self._failing():
-                transport.accept_settings(abort)
-                with abort.uncuttable():
-                    conversation_id = transport.create_conversation(model, abort, preprompt)
-            self._adopt(conversation_id)
+            with _interrupts_held():  # Ctrl-C is raised once the id to delete is known
+                with self._failing():
+                    transport.accept_settings(abort)
+                    with abort.uncuttable():
+                        conversation_id = transport.create_conversation(model, abort, preprompt)
+                self._adopt(conversation_id)
             if self.aborted:
                 self.fire(Event.CUT)
                 raise self._aborted_error()
@@ -460,7 +378,7 @@ class Turn:
     def _adopt(self, conversation_id: str) -> None:
         """Take ``conversation_id`` as this turn's; refused if its owner closed meanwhile."""
         self.conversation_id = conversation_id
-        if self._owner is not None and not self._owner.created(conversation_id):
+        if self._owner is not None and not self._owner._turn_created(conversation_id):
             self.fire(Event.CUT)
             self.delete_abandoned()  # the owner's close() ran before the id was known
             raise ValueError("this conversation is closed")
@@ -536,7 +454,7 @@ class Turn:
                 self.fire(Event.CLEANED)
                 transport.untrack(self)
                 if self._owner is not None:
-                    self._owner.end()
+                    self._owner._turn_ends()
                 self.done.set()
         return cleanup.stored
 
@@ -689,6 +607,30 @@ def _drain_at_exit() -> None:
     # Daemon threads still run while atexit handlers do: let the cleaners finish.
     for cleaner in list(_cleaners):
         cleaner.drain(time.monotonic() + cleaner._transport.timeout.cleanup)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while the block runs in the main thread, then raise it.
+
+    A ``KeyboardInterrupt`` raised inside the create's request would lose its
+    answer, the only place the new conversation's id is written, and leave
+    the conversation on the server (issue 18.3). The wait is bounded by the
+    request's timeouts. A handler of the program's own is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
 
 
 def _failure(exc: BaseException, aborted: bool) -> Event:

@@ -26,7 +26,7 @@ def server() -> Iterator[ChatServer]:
 
 def background(client: Client) -> Client:
     """Cleanup in the background even on loopback, where the client would send it inline."""
-    client._inline_below = 0.0
+    client._operations.inline_below = 0.0
     return client
 
 
@@ -100,11 +100,11 @@ def test_the_cleaner_thread_ends_with_close(server: ChatServer) -> None:
 def test_cleanup_is_sent_inline_where_round_trips_are_short(server: ChatServer) -> None:
     with Client(server.url) as client:
         client.chat("Hi")  # settings, create and the first delete measure the round trip
-        assert client.wait_cleanup() and client._rtt is not None
-        client._inline_below = client._rtt + 1.0  # this machine's loopback counts as short, however busy
+        assert client.wait_cleanup() and client._http.rtt is not None
+        client._operations.inline_below = client._http.rtt + 1.0  # loopback counts as short, however busy
         client.chat("Hi")
         assert answered(server, "DELETE") == 2  # no wait needed: sent before chat() returned
-        client._inline_below = 0.0  # and as long, once it is not
+        client._operations.inline_below = 0.0  # and as long, once it is not
         server.inject(Fault(step="delete", delay=1.5))
         client.chat("Hi")
         assert answered(server, "DELETE") == 2  # returned before the third delete was answered
@@ -117,7 +117,7 @@ def test_prefetch_sends_the_prompt_at_once_and_refills_while_the_reply_streams(s
     with Client(server.url, prefetch=1) as client:
         client.connect()  # settings, and one conversation created ahead
         assert steps(server) == ["settings", "conversation"]
-        spare = client._spares[0]
+        spare = client._operations.spares.ids[0]
         reply = client.chat("Hi")
         assert reply.conversation_id == spare  # the prompt went out on the spare: no create first
         assert client.wait_cleanup()
@@ -133,11 +133,11 @@ def test_prefetch_serves_conversations_and_only_the_clients_model(server: ChatSe
     server.models = (*MODELS, "other/model")
     with Client(server.url, prefetch=2) as client:
         client.connect()
-        assert len(client._spares) == 2
+        assert len(client._operations.spares) == 2
         with client.conversation() as conversation:
             conversation.chat("Hi")
             assert conversation.id in server._conversations
-        assert client.chat("Hi", model="other/model").conversation_id not in client._spares
+        assert client.chat("Hi", model="other/model").conversation_id not in client._operations.spares
         assert client.wait_cleanup()
     assert server.live_conversations == 0
 
@@ -162,7 +162,7 @@ def test_prefetch_must_be_a_whole_number() -> None:
 async def test_async_connect_and_prefetch(server: ChatServer, anyio_backend: str) -> None:
     async with AsyncClient(server.url, prefetch=1) as client:
         await client.connect()
-        spare = client.client._spares[0]
+        spare = client.client._operations.spares.ids[0]
         assert (await client.chat("Hi")).conversation_id == spare
     assert server.live_conversations == 0
 
@@ -172,7 +172,7 @@ def test_with_prefetch_each_chat_finds_a_spare_made_while_the_last_reply_streame
     with Client(server.url, prefetch=1) as client:
         client.connect()
         for _ in range(4):
-            spares = list(client._spares)
+            spares = client._operations.spares.ids
             assert len(spares) == 1
             assert client.chat("Hi").conversation_id == spares[0]  # no create before this prompt
         assert client.wait_cleanup()

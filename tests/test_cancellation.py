@@ -181,7 +181,7 @@ def test_every_use_after_close_is_refused_and_close_cleans_up(server: ChatServer
     client.close()  # idempotent
     assert kept.id is not None and server.conversation(kept.id) is not None
     with session, Client(server.url, session=session) as other:
-        other._delete(kept.id)  # a kept conversation belongs to the caller: tidy up
+        other._operations.delete(kept.id)  # a kept conversation belongs to the caller: tidy up
 
 
 def test_close_aborts_a_stream_running_in_another_thread_and_deletes_its_conversation(server: ChatServer) -> None:
@@ -265,3 +265,46 @@ def test_close_inside_a_streams_own_loop_does_not_wait_for_it(server: ChatServer
             client.close()  # returns at once; the stream then ends, cleaned up
     assert time.monotonic() - started < 10  # not the 30 s cleanup deadline
     assert steps(server)[-2:] == ["stop", "delete"]
+
+
+# -- Ctrl-C while the create waits for its answer (issue 18.3) ----------------------------------
+
+
+def _interrupt_during_create(server: ChatServer, use: object) -> None:
+    """Press Ctrl-C (SIGINT to this process) while ``use()`` waits for a slow create."""
+    import os
+    import signal
+
+    assert callable(use)
+    server.inject(Fault(step="create", delay=0.6))
+    timer = threading.Timer(0.2, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            use()
+    finally:
+        timer.cancel()
+    # The server makes the conversation once its delay is over, whatever the client did.
+    end = time.monotonic() + 10
+    while not answered(server, "POST", server.base_path + "/conversation") and time.monotonic() < end:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("protocol", ["0.4", "0.10"])
+def test_ctrl_c_while_the_create_waits_deletes_the_conversation(protocol: str) -> None:
+    with serve(pace=0, reply=REPLY, protocol=protocol) as server, Client(server.url, protocol=protocol) as client:
+        client.connect()
+        _interrupt_during_create(server, lambda: client.chat("Hi"))
+        assert client.wait_cleanup()
+        assert server.live_conversations == 0
+        assert client.chat("Hi").text  # the client goes on working
+
+
+def test_ctrl_c_while_a_conversations_create_waits_deletes_it_at_close(server: ChatServer) -> None:
+    with Client(server.url) as client:
+        client.connect()
+        conversation = client.conversation()
+        _interrupt_during_create(server, lambda: conversation.chat("Hi"))
+        assert conversation.id is not None  # the id is known, so close() can delete it
+        conversation.close()
+        assert client.wait_cleanup()

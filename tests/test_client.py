@@ -63,7 +63,7 @@ def mock() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds, abort=None: slept.append(seconds) or True)
+    monkeypatch.setattr("h2o_sdk._http._sleep", lambda seconds, abort=None: slept.append(seconds) or True)
     return slept
 
 
@@ -611,7 +611,7 @@ def test_socks_proxies_need_the_socks_extra() -> None:
             Client(BASE, protocol="0.4", proxy="socks5://127.0.0.1:1080")
     else:  # pragma: no cover - with the extra installed
         with Client(BASE, protocol="0.4", proxy="socks5h://127.0.0.1:1080") as client:
-            assert client._proxies == {"http": "socks5h://127.0.0.1:1080", "https": "socks5h://127.0.0.1:1080"}
+            assert client._http._proxies == {"http": "socks5h://127.0.0.1:1080", "https": "socks5h://127.0.0.1:1080"}
 
 
 def test_a_rate_limited_prompt_is_retried_after_the_lower_case_retry_after(

@@ -94,7 +94,7 @@ def test_keep_leaves_the_server_conversation(server: ChatServer, client: Client)
     with client.conversation(keep=True) as conversation:
         conversation.chat("Hi")
     assert conversation.id is not None and server.conversation(conversation.id) is not None
-    client._delete(conversation.id)  # tidy up for the leak check
+    client._operations.delete(conversation.id)  # tidy up for the leak check
 
 
 def test_misuse(client: Client) -> None:

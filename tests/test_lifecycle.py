@@ -265,17 +265,17 @@ class FakeOwner:
         self.closed = closed
         self.turns = 0
 
-    def conversation_id(self) -> str | None:
+    def _server_id(self) -> str | None:
         return self.id
 
-    def created(self, conversation_id: str) -> bool:
+    def _turn_created(self, conversation_id: str) -> bool:
         self.id = conversation_id
         return not self.closed
 
-    def begin(self) -> None:
+    def _turn_begins(self) -> None:
         self.turns += 1
 
-    def end(self) -> None:
+    def _turn_ends(self) -> None:
         self.turns -= 1
 
 

@@ -46,7 +46,7 @@ def client(server: ChatServer) -> Iterator[Client]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds, abort=None: True)
+    monkeypatch.setattr("h2o_sdk._http._sleep", lambda seconds, abort=None: True)
 
 
 PROBES = ("/api/v2/feature-flags", "/api/models", "/conversation/000000000000000000000000/summarize")
@@ -198,7 +198,7 @@ def test_a_secure_cookie_is_sent_back_to_loopback_over_http() -> None:
 def test_welcome_modal_accepted_again_after_the_session_is_lost(server: ChatServer, client: Client) -> None:
     assert client.chat("Hi").text == REPLY
     assert client.wait_cleanup()
-    client._session.cookies.clear()  # e.g. the server forgot us
+    client._http._session.cookies.clear()  # e.g. the server forgot us
     assert client.chat("Hi").text == REPLY
     assert steps(server)[4:] == ["conversation", "settings", "conversation", "prompt", "delete"]
 

@@ -359,7 +359,7 @@ def test_the_conversation_page_answers_as_the_real_0_4() -> None:
             conversation.chat("Hi")
         cid = conversation.id
         session = requests.Session()
-        session.cookies = client._session.cookies
+        session.cookies = client._http._session.cookies
         alive = session.get(f"{server.url}/conversation/{cid}", headers=html)
         assert alive.status_code == 200 and "<title>Untitled 1</title>" in alive.text
         plain = session.get(f"{server.url}/conversation/{cid}", headers={"Accept": "*/*"})
@@ -369,7 +369,7 @@ def test_the_conversation_page_answers_as_the_real_0_4() -> None:
         foreign = requests.get(f"{server.url}/conversation/{cid}", headers=html)
         assert foreign.status_code == 403 and "use the 'share' feature" in foreign.text
         assert requests.get(f"{server.url}/conversation/zzz", headers=html).status_code == 500
-        client._delete(cid)
+        client._operations.delete(cid)
         assert client.wait_cleanup()
         gone = session.get(f"{server.url}/conversation/{cid}", headers=html)
         assert gone.status_code == 404 and "Conversation not found." in gone.text
@@ -398,12 +398,12 @@ def test_a_prompt_with_a_lone_surrogate_streams_as_the_real_0_4_does() -> None:
         with client.conversation(keep=True) as conversation:
             conversation.chat("Hi")
         session = requests.Session()
-        session.cookies = client._session.cookies
+        session.cookies = client._http._session.cookies
         raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as \\ud800
         answer = session.post(f"{server.url}/conversation/{conversation.id}", data=raw,
                               headers={"Content-Type": "application/json"})
         assert answer.status_code == 200 and b"\\ud800" in answer.content
         last = json.loads(answer.content.strip().split(b"\n")[-1][5:])
         assert "\ud800" in last["generated_text"]
-        client._delete(conversation.id)
+        client._operations.delete(conversation.id)
         session.close()

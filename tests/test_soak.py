@@ -95,7 +95,7 @@ def server() -> Iterator[ChatServer]:
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("h2o_sdk._client._sleep", lambda seconds, abort=None: not (abort and abort.aborted))
+    monkeypatch.setattr("h2o_sdk._http._sleep", lambda seconds, abort=None: not (abort and abort.aborted))
 
 
 def blocking_chat(client: Client, rng: random.Random) -> None:

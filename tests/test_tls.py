@@ -98,7 +98,7 @@ def test_connections_share_the_clients_tls_context(
         for thread in threads:
             thread.join()
         connections = {record.port for record in server.requests}
-        pools = client._session.adapters["https://"].poolmanager.pools  # type: ignore[attr-defined]
+        pools = client._http._session.adapters["https://"].poolmanager.pools  # type: ignore[attr-defined]
         pools = [pools[key] for key in pools.keys()]  # noqa: SIM118 - urllib3 refuses iteration
     assert texts == [REPLY] * 4
     assert len(connections) >= 2 and built == []

@@ -61,6 +61,9 @@ class Family:
         ends: The body ends after the last update (``"0.7"``'s never does).
         stop_ends_reply: Stop-generating ends the reply (``"0.8"``, ``"0.9"``
             ignore it, a chat-ui bug: the client cuts its own connection).
+        session_settings: Where no gate exists, the settings POST of the
+            welcome modal, which makes a new session and changes nothing else
+            (``Client.connect()``); ``None`` where the gate's acceptance does.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Family:
     superjson: bool
     ends: bool
     stop_ends_reply: bool
+    session_settings: str | None = None
 
     def check_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Refuse generation parameters this family cannot send (``"0.4"`` overrides this).

@@ -19,10 +19,17 @@ class _V010(Family):
         return tree_body(prompt)
 
     def settings_body(self, model: str) -> Any:
-        return None
+        # What the web UI posts when the welcome modal is closed (v0.10.0 settings_accept):
+        # it stores that the modal was seen; the rest are a new session's defaults.
+        return {
+            "welcomeModalSeen": True, "shareConversationsWithModelAuthors": True, "activeModel": model,
+            "customPrompts": {}, "multimodalOverrides": {}, "toolsOverrides": {}, "hidePromptExamples": {},
+            "providerOverrides": {},
+        }
 
 
 FAMILY = _V010(
     name="0.10", releases="v0.9.6, v0.10+", stream="jsonl", settings=None, multipart=True, tree=True, preprompt=True,
     read_back="api2", models="/api/v2/models", superjson=True, ends=True, stop_ends_reply=True,
+    session_settings="/api/v2/user/settings",
 )

@@ -7,7 +7,7 @@ after retries; ``/api/v2`` in superjson (captures ``chat-ui-v0.10.0/``;
 protocol-eras.md 8).
 """
 
-from ._jsonl import Era
+from ._era import Era
 
 ERA = Era(
     name="0.10", gate=False, settings_path="/api/v2/user/settings", csrf="origin", tree=True, multipart=True,

@@ -5,7 +5,7 @@ chat-ui's own updates with no content type, and the response never ends
 (captures ``chat-ui-v0.7/``; protocol-eras.md 3).
 """
 
-from ._jsonl import Era
+from ._era import Era
 
 ERA = Era(
     name="0.7", gate=True, settings_path="/settings", csrf="referer", tree=False, multipart=False,

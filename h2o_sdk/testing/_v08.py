@@ -5,7 +5,7 @@ regrouped into 5-character pieces; stop-generating has no effect (a chat-ui
 bug); ``/api/*`` appears (captures ``chat-ui-v0.8.4/``; protocol-eras.md 4).
 """
 
-from ._jsonl import Era
+from ._era import Era
 
 ERA = Era(
     name="0.8", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=False,

@@ -6,7 +6,7 @@ late title from the model, no ``finalAnswer`` after an error; stop is still
 ignored (captures ``chat-ui-v0.9.4/``; protocol-eras.md 6).
 """
 
-from ._jsonl import Era
+from ._era import Era
 
 ERA = Era(
     name="0.9", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=True,

@@ -1,0 +1,233 @@
+"""The chat-ui operations a turn asks for, built from the family's data and the session's requests.
+
+:class:`Operations` is what :class:`~._lifecycle.Turn` talks to (its
+``Transport``): create a conversation, find the message to answer under,
+send the prompt, read back what the server stored, and the cleanup requests
+(stop, delete), sent inline or handed to the :class:`~._lifecycle.Cleaner`.
+It also keeps the client's running turns and its spare conversations, so
+``Client.close()`` can clean up all of them. The payloads and the parsing are
+pure functions of :mod:`h2o_sdk._protocol`; the requests go through the
+:class:`~._session.ServerSession`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from . import _protocol
+from ._exceptions import APIStatusError, H2oError, ProtocolError
+from ._http import Abort, Http, StreamBody
+from ._lifecycle import Cleaner, Step, Turn, delete_step
+from ._prefetch import Spares
+from ._protocol import Prompt, _readback, multipart_body
+from ._session import ServerSession, add_to_message, name_the_model
+
+__all__ = ["Operations"]
+
+logger = logging.getLogger("h2o_sdk")
+
+# Below this round trip (loopback, a fast LAN) cleanup is sent inline: a background
+# thread would cost more CPU (GIL hand-offs, ~0.4 ms a chat measured) than the wait.
+_INLINE_RTT = 0.002
+_STREAM_ACCEPT = {"Accept": "text/event-stream, application/json"}
+_ANY_ACCEPT = {"Accept": "*/*"}
+
+
+class Operations:
+    """A client's conversations on the server, as its turns ask for them (``_lifecycle.Transport``).
+
+    Args:
+        http: The HTTP boundary.
+        session: The server session.
+        prefetch: How many conversations to keep created ahead.
+    """
+
+    def __init__(self, http: Http, session: ServerSession, *, prefetch: int) -> None:
+        self._http = http
+        self.session = session
+        self.timeout = http.timeout
+        self.closed = False
+        self._lock = threading.Lock()
+        self._turns: set[Turn] = set()
+        self._roots: dict[str, str] = {}  # tree families: a new conversation's root, when create named it
+        self.cleaner = Cleaner(self)
+        self.inline_below = _INLINE_RTT
+        self.spares = Spares(
+            prefetch, create=self._create_spare, model=lambda: self.session.model, run=self.cleaner.call,
+            delete=self.delete, wait=self.timeout.connect + self.timeout.read,
+        )
+
+    @property
+    def model(self) -> str:
+        return self.session.model
+
+    def running(self) -> list[Turn]:
+        """The turns started and not yet cleaned up."""
+        with self._lock:
+            return list(self._turns)
+
+    # -- what a turn asks (_lifecycle.Transport) -----------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ValueError("this Client is closed")
+
+    def track(self, turn: Turn) -> None:
+        with self._lock:
+            self._turns.add(turn)
+
+    def untrack(self, turn: Turn) -> None:
+        with self._lock:
+            self._turns.discard(turn)
+
+    def family(self, abort: Abort) -> _protocol.Family:
+        return self.session.family(abort)
+
+    def accept_settings(self, abort: Abort) -> None:
+        self.session.establish(abort)
+
+    def take_spare(self, model: str) -> str | None:
+        return self.spares.take(model)
+
+    def refill(self, after: threading.Event) -> None:
+        self.spares.refill(after)
+
+    def create_conversation(self, model: str, abort: Abort, preprompt: str | None = None) -> str:
+        body: dict[str, Any] = dict(_protocol.create_payload(model))
+        if preprompt is not None:
+            body["preprompt"] = preprompt
+        try:
+            with self.session.minting(abort):  # 0.10: the first create makes the session
+                response = self.session.request(
+                    "POST", _protocol.CONVERSATION_PATH, json_body=body, idempotent=False, abort=abort,
+                )
+        except APIStatusError as exc:
+            name_the_model(exc, model, "create a conversation")
+            raise
+        answer = response.json()
+        conversation_id = _protocol.parse_conversation_id(answer)
+        root = _root_from_create(answer)
+        if root is not None:
+            with self._lock:
+                self._roots[conversation_id] = root
+        return conversation_id
+
+    def leaf(self, conversation_id: str, abort: Abort) -> str:
+        with self._lock:
+            root = self._roots.pop(conversation_id, None)
+        if root is not None:
+            return root
+        branch = self._read_branch(conversation_id, abort=abort)
+        if not branch:
+            raise ProtocolError(f"conversation {conversation_id} has no root message to answer under"
+                                f"{self.session.family_hint()}")
+        return branch[-1]["id"]
+
+    def read_back(self, conversation_id: str, deadline: float) -> list[dict[str, str]] | None:
+        try:
+            return self._read_branch(conversation_id, deadline=deadline)
+        except H2oError as exc:
+            logger.warning("could not read back conversation %s: %s", conversation_id, exc)
+            return None
+
+    def _read_branch(
+        self, conversation_id: str, *, abort: Abort | None = None, deadline: float | None = None
+    ) -> list[dict[str, str]]:
+        """The current branch the server stored, root first (bounded in size)."""
+        family = self.session.known_family
+        assert family is not None
+        if family.read_back == "api2":
+            path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
+        else:
+            path = _protocol.conversation_path(conversation_id) + "/__data.json"
+        body = self.session.read(path, _readback.MAX_READ_BACK, headers=_ANY_ACCEPT, abort=abort, deadline=deadline)
+        if len(body) > _readback.MAX_READ_BACK:
+            raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
+        try:
+            if family.read_back == "api2":
+                messages = _readback.messages_from_api2(body)
+            else:
+                messages = _readback.messages_from_page(body)
+        except ProtocolError as exc:
+            if self.session.protocol != "auto":
+                add_to_message(exc, self.session.family_hint())
+            raise
+        return _readback.branch(messages)
+
+    def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> StreamBody:
+        family = self.session.known_family
+        assert family is not None
+        path = _protocol.conversation_path(conversation_id)
+        payload = family.body(prompt)
+        headers = dict(_STREAM_ACCEPT)
+        data = None
+        json_body: Any = payload
+        if family.multipart:
+            # A form content type: chat-ui's hook wants an Origin of this host (protocol-eras.md 1).
+            data, content_type = multipart_body(payload)
+            json_body = None
+            parts = urlsplit(self._http.base_url)
+            headers.update({"Content-Type": content_type, "Origin": f"{parts.scheme}://{parts.netloc}",
+                            "Referer": self._http.base_url + path})
+        body = self.session.stream(
+            "POST",
+            path,
+            json_body=json_body,
+            data=data,
+            headers=headers,
+            idempotent=False,
+            follow=False,  # never re-post a prompt elsewhere (11.13)
+            abort=abort,
+        )
+        content_type = body.content_type
+        if content_type in ("application/json", "text/html"):
+            text = body.read_text()
+            raise ProtocolError(
+                f"POST {path} answered {content_type} where a reply stream was expected: {text[:200]!r}; is the "
+                f"server chat-ui {family.releases} (protocol {family.name!r})? protocol='auto' detects it",
+                conversation_id=conversation_id,
+            )
+        return body
+
+    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+        # Cleanup still runs after close(), for the streams close() aborted; it
+        # must not leave a reopened pool behind.
+        try:
+            self.session.request(method, path, deadline=deadline)
+        finally:
+            if self.closed:
+                self._http.close()
+
+    def defer(self, conversation_id: str, steps: Sequence[Step]) -> None:
+        rtt = self._http.rtt
+        inline = rtt is not None and rtt < self.inline_below and not self.closed
+        self.cleaner.submit(conversation_id, steps, inline=inline)
+
+    # -- the client's own -------------------------------------------------------------------
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete a conversation in the background (``close()`` waits for it); never raises."""
+        self.defer(conversation_id, [delete_step(conversation_id)])
+
+    def _create_spare(self, abort: Abort) -> str:
+        self.session.establish(abort)
+        return self.create_conversation(self.session.model, abort)
+
+
+def _root_from_create(answer: Any) -> str | None:
+    """The root message id, when the create answer carries the conversation (chat-ui HEAD, 2026-07)."""
+    seeded = answer.get("conversation") if isinstance(answer, Mapping) else None
+    if not isinstance(seeded, str):
+        return None
+    try:
+        document = json.loads(seeded)
+    except (ValueError, RecursionError):
+        return None
+    data = document.get("json", document) if isinstance(document, Mapping) else None
+    root = data.get("rootMessageId") if isinstance(data, Mapping) else None
+    return root if isinstance(root, str) and root else None
