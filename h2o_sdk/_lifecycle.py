@@ -44,6 +44,7 @@ from . import _protocol
 from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
 from ._http import Abort
 from ._protocol import Family, Prompt
+from ._session import FamilyChanged
 from ._types import Timeout
 
 __all__ = [
@@ -334,6 +335,15 @@ class Turn:
             raise
 
     def _open(self) -> Body:
+        try:
+            return self._open_as_family()
+        except FamilyChanged:
+            # The family remembered for the URL was wrong and the server speaks another: nothing
+            # was created, so the turn starts over, once, as the family now detected.
+            self.phase = Phase.NEW
+            return self._open_as_family()
+
+    def _open_as_family(self) -> Body:
         transport, abort = self._transport, self._abort
         owner = self._owner
         family = self._family = transport.family(abort)
@@ -357,7 +367,12 @@ class Turn:
         assert self.conversation_id is not None
         if family.tree and prompt.parent_id is None:
             # The server names the root only in the stored conversation (protocol-eras.md 4).
-            prompt = replace(prompt, parent_id=transport.leaf(self.conversation_id, abort))
+            try:
+                prompt = replace(prompt, parent_id=transport.leaf(self.conversation_id, abort))
+            except Exception as exc:
+                if self.aborted:  # abort() or close() while it was read: the abort, not a broken connection
+                    raise self._aborted_error() from exc
+                raise
         self.fire(Event.SEND)
         # Conversations created ahead are made while this reply streams: once the prompt
         # has taken its pooled connection (the refill would take it otherwise), or at
@@ -388,6 +403,8 @@ class Turn:
         """A request of the turn: its failure moves the phase on (an abort's as the abort)."""
         try:
             yield
+        except FamilyChanged:
+            raise  # not a failure: the turn starts over (_open)
         except BaseException as exc:
             self.fire(_failure(exc, self.aborted))
             if self.aborted:

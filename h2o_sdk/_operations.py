@@ -107,10 +107,12 @@ class Operations:
                     "POST", _protocol.CONVERSATION_PATH, json_body=body, idempotent=False, abort=abort,
                 )
         except APIStatusError as exc:
+            self.session.recheck(exc, abort)  # a family remembered for the URL may be wrong: nothing was made
             name_the_model(exc, model, "create a conversation")
             raise
         answer = response.json()
         conversation_id = _protocol.parse_conversation_id(answer)
+        self.session.confirm()
         root = _root_from_create(answer)
         if root is not None:
             with self._lock:
@@ -145,7 +147,12 @@ class Operations:
             path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
         else:
             path = _protocol.conversation_path(conversation_id) + "/__data.json"
-        body = self.session.read(path, _readback.MAX_READ_BACK, headers=_ANY_ACCEPT, abort=abort, deadline=deadline)
+        try:
+            body = self.session.read(path, _readback.MAX_READ_BACK, headers=_ANY_ACCEPT, abort=abort,
+                                     deadline=deadline)
+        except APIStatusError as exc:
+            self.session.doubt(exc)
+            raise
         if len(body) > _readback.MAX_READ_BACK:
             raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
         try:
@@ -156,6 +163,7 @@ class Operations:
         except ProtocolError as exc:
             if self.session.protocol != "auto":
                 add_to_message(exc, self.session.family_hint())
+            self.session.doubt(exc)
             raise
         return _readback.branch(messages)
 
@@ -174,24 +182,30 @@ class Operations:
             parts = urlsplit(self._http.base_url)
             headers.update({"Content-Type": content_type, "Origin": f"{parts.scheme}://{parts.netloc}",
                             "Referer": self._http.base_url + path})
-        body = self.session.stream(
-            "POST",
-            path,
-            json_body=json_body,
-            data=data,
-            headers=headers,
-            idempotent=False,
-            follow=False,  # never re-post a prompt elsewhere (11.13)
-            abort=abort,
-        )
+        try:
+            body = self.session.stream(
+                "POST",
+                path,
+                json_body=json_body,
+                data=data,
+                headers=headers,
+                idempotent=False,
+                follow=False,  # never re-post a prompt elsewhere (11.13)
+                abort=abort,
+            )
+        except APIStatusError as exc:
+            self.session.doubt(exc)
+            raise
         content_type = body.content_type
         if content_type in ("application/json", "text/html"):
             text = body.read_text()
-            raise ProtocolError(
+            error = ProtocolError(
                 f"POST {path} answered {content_type} where a reply stream was expected: {text[:200]!r}; is the "
                 f"server chat-ui {family.releases} (protocol {family.name!r})? protocol='auto' detects it",
                 conversation_id=conversation_id,
             )
+            self.session.doubt(error)
+            raise error
         return body
 
     def cleanup_request(self, method: str, path: str, deadline: float) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from . import _protocol
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     H2oError,
     IncompleteStreamError,
@@ -42,7 +44,7 @@ from ._exceptions import (
 from ._http import Abort, Http, Response, StreamBody
 from ._protocol import FAMILIES, Family, _detect
 
-__all__ = ["ServerSession", "add_to_message"]
+__all__ = ["FamilyChanged", "ServerSession", "add_to_message", "forget"]
 
 logger = logging.getLogger("h2o_sdk")
 
@@ -52,7 +54,32 @@ _LOGIN_HINT = (
 )
 # How often a request waiting for the session looks whether its turn was aborted.
 _MINT_POLL = 0.05
+# Detection waits for the server's answers at most this long (plus the connect timeout).
+_DETECT_READ = 10.0
+# Statuses with which a server can refuse a request of a family it does not speak.
+_DOUBTFUL = frozenset({400, 403, 404, 405, 500})
+
+# What detection found, per base URL, for the process: a program that makes a new Client per chat
+# pays the probes once (issue 18.2). Forgotten when the server answers as another family would.
+_known_lock = threading.Lock()
+_known: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def forget(base_url: str | None = None) -> None:
+    """Forget the family (and model list) remembered for ``base_url``, or for every URL."""
+    with _known_lock:
+        if base_url is None:
+            _known.clear()
+        else:
+            _known.pop(base_url, None)
 _T = TypeVar("_T")
+
+
+class FamilyChanged(ProtocolError):
+    """A family remembered for the URL was wrong, and the server speaks another: nothing was created.
+
+    The turn starts over with the family now known (``_lifecycle``).
+    """
 
 
 class ServerSession:
@@ -81,6 +108,8 @@ class ServerSession:
         self._settings_accepted = False
         self._mint_lock = threading.Lock()
         self._established = False
+        self._remembered = False  # the family came from an earlier client of this URL
+        self._confirmed = False  # a request of the family's shape succeeded
 
     @property
     def known_family(self) -> Family | None:
@@ -100,36 +129,95 @@ class ServerSession:
         if family is not None and (self._model_named or self._models_checked):
             return family
         with self._family_lock:
+            base_url = self._http.base_url
             if self._family is None:
-                self._family = FAMILIES[self._detect(abort)]
-                logger.info("%s speaks the chat-ui %s protocol", self._http.base_url, self._family)
+                with _known_lock:
+                    known = _known.get(base_url)
+                if known is not None:
+                    self._family, self._remembered = FAMILIES[known[0]], True
+                    self._listed = list(known[1]) if known[1] is not None else None
+                else:
+                    self._family = FAMILIES[self._detect(abort)]
+                    logger.info("%s speaks the chat-ui %s protocol", base_url, self._family)
             family = self._family
             if not self._model_named and not self._models_checked:
                 self._pick_model(family, abort)
                 self._models_checked = True
+            if self.protocol == "auto":
+                with _known_lock:
+                    _known[base_url] = family.name, tuple(self._listed) if self._listed is not None else None
         return family
 
+    def confirm(self) -> None:
+        """A request only the family's server takes succeeded: what was remembered holds."""
+        self._confirmed = True
+
+    def recheck(self, exc: H2oError, abort: Abort) -> None:
+        """The first request of a remembered family failed: detect the family again.
+
+        Raises:
+            FamilyChanged: The server speaks another family now (nothing was created).
+        """
+        family = self._family
+        if not self._remembered or self._confirmed or family is None:
+            return
+        logger.info("%s answered as %s would not (%s); detecting its family again", self._http.base_url, family, exc)
+        forget(self._http.base_url)
+        with self._family_lock:
+            self._remembered = False
+            self._family, self._listed = None, None
+            self._models_checked = self._model_named
+        found = self.family(abort)
+        if found is not family:
+            raise FamilyChanged(f"{self._http.base_url} speaks chat-ui {found} now, not {family}") from exc
+
+    def doubt(self, exc: H2oError) -> None:
+        """The server answered as another family would: forget what was remembered, and say so."""
+        if not self._remembered or (isinstance(exc, APIStatusError) and exc.status_code not in _DOUBTFUL):
+            return
+        self._remembered = False
+        forget(self._http.base_url)
+        family = self._family
+        add_to_message(exc, f" (this client took the server's family, {family.name if family else '?'}, from an "
+                            "earlier client of the same URL in this process; it is forgotten now, so the next "
+                            "client detects it again)")
+
     def _detect(self, abort: Abort) -> str:
-        """Run the probes of protocol-eras.md 9.1 until one decides."""
-        seen = []
+        """Run the probes of protocol-eras.md 9.1 until one shows a sign of chat-ui, within one deadline.
+
+        Raises:
+            ProtocolError: No probe showed a sign of chat-ui (the message says what each got).
+            APITimeoutError: The server accepted the connection and did not answer in time.
+        """
+        timeout = self._http.timeout
+        limit = timeout.connect + min(timeout.read, _DETECT_READ)
+        deadline = time.monotonic() + limit
+        answers = []
         for probe in _detect.PROBES:
             try:
-                response = self.request("GET", probe, follow=False, reaccept=False, abort=abort)
-                status, content_type = response.status_code, response.headers.get("Content-Type", "")
-                body = decode_body(response.content, content_type)
+                # idempotent=False: a probe whose answer did not come is not sent again (18.2).
+                response = self.request("GET", probe, follow=False, reaccept=False, abort=abort,
+                                        deadline=deadline, idempotent=False)
+                status, headers, content = response.status_code, response.headers, response.content
+                body = decode_body(content, headers.get("Content-Type", ""))
             except APIStatusError as exc:
-                status, body, content_type = exc.status_code, exc.body, exc.headers.get("Content-Type", "")
-            found = _detect.decide(probe, status, content_type, body)
+                status, headers, body = exc.status_code, exc.headers, exc.body
+            except APITimeoutError as exc:
+                if exc.connect:
+                    raise
+                raise APITimeoutError(
+                    f"{self._http.base_url} did not answer GET {probe} within {limit:.0f} s, so its chat-ui "
+                    "family could not be told; check that base_url is a chat-ui server, or name the family "
+                    "with protocol=...", method="GET", url=self._http.base_url + probe,
+                ) from exc
+            answer = _detect.Answer(probe, self._http.base_url + probe, status, headers, body)
+            found = _detect.decide(answer)
             if found is not None:
                 if probe == "/api/models" and isinstance(body, list):
                     self._listed = _model_ids(body)  # the model list, already here
                 return found
-            seen.append(f"GET {probe} -> {status} {content_type or 'no content type'}")
-        raise H2oError(
-            f"{self._http.base_url} does not answer like a chat-ui server of any known era ({'; '.join(seen)}); "
-            "check base_url (it must include the app's path, e.g. https://huggingface.co/chat), or name the "
-            "family with protocol=..."
-        )
+            answers.append(answer)
+        raise ProtocolError(_detect.explain(self._http.base_url, answers))
 
     def _pick_model(self, family: Family, abort: Abort) -> None:
         """Use the server's first model when it lists models without the default one."""
@@ -140,6 +228,7 @@ class ServerSession:
         except H2oError as exc:
             logger.info("could not list the server's models: %s", exc)
             return
+        self._listed = served
         if served and self.model not in served:
             logger.info("%s does not serve %s; using its first model, %s", self._http.base_url, self.model, served[0])
             self.model = served[0]
@@ -170,9 +259,17 @@ class ServerSession:
 
         A logged-in session (the caller's cookies) keeps its owner's settings;
         if its server still asks, the 405 accepts the modal then.
+
+        Raises:
+            FamilyChanged: The family was remembered, and the server speaks another.
         """
-        if not self._logged_in:
+        if self._logged_in:
+            return
+        try:
             self._accept_settings(abort)
+        except (APIStatusError, ProtocolError) as exc:
+            self.recheck(exc, abort)
+            raise
 
     def connect(self, abort: Abort) -> None:
         """Establish the session now, in every family (``Client.connect()``).
@@ -263,6 +360,7 @@ class ServerSession:
             self._check_cookies(response)
             self._settings_accepted = True
             self._established = True
+            self._confirmed = True
         finally:
             self._settings_lock.release()
 

@@ -47,20 +47,22 @@ class _Truncated(Exception):
 
 
 class LineReader:
-    """The lines of an event-stream body, line endings kept, as bytes.
+    """The lines of an event-stream body as bytes, each ended by ``\\n``.
 
-    Built for sseclient-py, which finds event boundaries by looking at line
-    endings, so they must survive (``requests``' ``iter_lines`` strips them).
-    A line is yielded as soon as its terminator arrives; a partial line waits
-    for the rest, which costs nothing because no event is complete before its
-    blank line anyway.
+    Built for sseclient-py, which finds event boundaries by looking at the
+    line endings of what it has gathered (``\\r\\r``, ``\\n\\n`` or
+    ``\\r\\n\\r\\n``), so a body whose lines end in different ways, as the SSE
+    specification allows (a field line ended by LF and the blank line by CR,
+    say), would be split into events depending on how it arrived (issue
+    18.3). Every line is therefore handed on ended by one ``\\n``, whatever
+    ended it (CRLF, LF or CR: HTML living standard, 9.2.5). A line is yielded
+    as soon as its terminator arrives; a partial line waits for the rest,
+    which costs nothing because no event is complete before its blank line.
 
-    One wart, on purpose: a line ending in ``\\r`` is yielded at once, because
-    a bare CR is a complete line ending (HTML living standard, 9.2.5) and
-    waiting for a possible ``\\n`` would stall CR-only streams. If the next read
-    then starts with ``\\n``, that ``\\n`` is yielded alone as the tail of a
-    CRLF; sseclient-py concatenates before it tests for the blank line, so the
-    event comes out right.
+    A line ending in ``\\r`` is yielded at once, because a bare CR is a
+    complete line ending and waiting for a possible ``\\n`` would stall CR-only
+    streams; if the next read starts with ``\\n``, that ``\\n`` is the tail of a
+    CRLF and is dropped.
 
     Args:
         chunks: The body's bytes, in whatever pieces the network delivers.
@@ -109,16 +111,16 @@ class LineReader:
                 if after_cr and line == b"\n":
                     # The tail of a CRLF whose CR ended the previous read.
                     after_cr = False
-                    yield line
                     continue
                 after_cr = line[-1:] == b"\r"
                 if line in _BLANK:
                     event_size = 0
-                else:
-                    event_size += len(line)
-                    if event_size > limit:
-                        raise ProtocolError(f"a stream event is larger than {limit} bytes")
-                yield line
+                    yield b"\n"
+                    continue
+                event_size += len(line)
+                if event_size > limit:
+                    raise ProtocolError(f"a stream event is larger than {limit} bytes")
+                yield line if line[-2:] != b"\r\n" and line[-1:] == b"\n" else line.rstrip(b"\r\n") + b"\n"
         if pending or event_size or head:
             raise _Truncated()
 

@@ -308,3 +308,37 @@ def test_ctrl_c_while_a_conversations_create_waits_deletes_it_at_close(server: C
         assert conversation.id is not None  # the id is known, so close() can delete it
         conversation.close()
         assert client.wait_cleanup()
+
+
+@pytest.mark.parametrize("protocol", ["0.8", "0.9", "0.10"])
+@pytest.mark.parametrize("how", ["abort", "close"])
+def test_abort_or_close_while_the_root_is_read_back_is_an_incomplete_stream(protocol: str, how: str) -> None:
+    # The tree families read the new conversation's root before the prompt goes out (issue 18.3).
+    with serve(pace=0, reply=REPLY, protocol=protocol) as server:
+        client = Client(server.url, protocol=protocol)
+        client.connect()
+        server.inject(Fault(step="read", delay=2.0))
+        stream = client.stream("Hi")
+        caught: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                list(stream)
+            except BaseException as exc:  # looked at below
+                caught.append(exc)
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        end = time.monotonic() + 10
+        while not answered(server, "POST", "/conversation") and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the root's read-back is under way
+        stream.abort() if how == "abort" else client.close()
+        thread.join(10)
+        client.close()
+        assert len(caught) == 1 and isinstance(caught[0], IncompleteStreamError), caught
+        assert client.wait_cleanup() if how == "abort" else True
+        end = time.monotonic() + 10
+        while server.live_conversations and time.monotonic() < end:
+            time.sleep(0.02)
+        assert server.live_conversations == 0

@@ -9,25 +9,28 @@ import pytest
 from h2o_sdk import IncompleteStreamError, ProtocolError
 from h2o_sdk._exceptions import decode_body
 from h2o_sdk._protocol import FAMILIES, Prompt, check_protocol, multipart_body, split_system
-from h2o_sdk._protocol._detect import PROBES, decide
+from h2o_sdk._protocol._detect import PROBES, Answer, app_root, decide, explain
 from h2o_sdk._protocol._readback import branch, messages_from_api2, messages_from_page
 from h2o_sdk._stream import Stream, json_lines
 
 from .captures import FAMILY_OF, load
 from .test_captures import Exchange
 
-# What each captured release answers to the probes it was asked (the summarize probe was not captured
-# from v0.7 on: every route it does not know answers 404 there, as the captures of /api show).
-PROBE_CAPTURES = {PROBES[0]: "api_api_v2_feature_flags", PROBES[1]: "api_api_models"}
+# What each captured release answers to the probes it was asked. The summarize probe was not captured
+# from v0.7 on: every route v0.7 does not know answers its SvelteKit 404 page, as its /api capture shows.
+PROBE_CAPTURES = {PROBES[0]: "api_api_v2_feature_flags", PROBES[1]: "api_api_models", PROBES[2]: "api_api_models"}
+BASE = "http://127.0.0.1:4100"
 
 
-def _answer(release: str, probe: str) -> tuple[int, str, Any]:
-    name = PROBE_CAPTURES.get(probe)
-    if name is None:
-        return 404, "text/html", "<!DOCTYPE html>"
-    capture = load(release, name)
-    content_type = capture.header("content-type") or ""
-    return capture.status, content_type, decode_body(capture.body, content_type)
+def _answer(release: str, probe: str) -> Answer:
+    capture = load(release, PROBE_CAPTURES[probe])
+    headers = {name: values[0] for name, values in capture.headers.items()}
+    body = decode_body(capture.body, capture.header("content-type") or "")
+    if probe == PROBES[2] and isinstance(body, str):
+        # The page as SvelteKit serves it at the summarize path: its assets two levels up, not one.
+        headers["link"] = headers.get("link", "").replace("<../_app/", "<../../_app/")
+        body = body.replace('"../_app/', '"../../_app/')
+    return Answer(probe, BASE + probe, capture.status, headers, body)
 
 
 @pytest.mark.parametrize("release", [r for r in FAMILY_OF if r != "chat-ui-v0.6"])
@@ -36,26 +39,66 @@ def test_the_probe_ladder_names_each_captured_release(release: str) -> None:
     found = None
     for probe in PROBES:
         asked.append(probe)
-        found = decide(probe, *_answer(release, probe))
+        found = decide(_answer(release, probe))
         if found is not None:
             break
     assert found == FAMILY_OF[release]
     assert len(asked) <= (1 if FAMILY_OF[release] == "0.10" else 3)
 
 
-@pytest.mark.parametrize(("probe", "status", "content_type", "body", "family"), [
-    (PROBES[0], 200, "text/html", "<!DOCTYPE html>", None),  # v0.9.4's catch-all page is no answer
-    (PROBES[0], 200, "application/json", {"json": {"searchEnabled": True}}, "0.9"),  # 2025 main builds (F2)
-    (PROBES[0], 302, "", "", "0.10"),  # a login for everything
-    (PROBES[0], 404, "text/html", "<!DOCTYPE html>", None),
-    (PROBES[1], 403, "text/plain", "API is disabled", "0.8"),
-    (PROBES[1], 200, "application/json", [], "0.8"),
-    (PROBES[2], 405, "text/plain", "GET method not allowed", "0.4"),
-    (PROBES[2], 404, "text/html", "<!DOCTYPE html>", "0.7"),
-    (PROBES[2], 200, "text/html", "<!DOCTYPE html>", None),  # a page for everything: no chat-ui
+SVELTE_404 = ({"content-type": "text/html", "x-sveltekit-page": "true"}, "<!DOCTYPE html><html></html>")
+NGINX_404 = ({"content-type": "text/html"}, "<html><head><title>404 Not Found</title></head><body><center>"
+             "<h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>")
+FLAGS = {"json": {"enableAssistants": False, "loginEnabled": False, "isAdmin": False}}
+MODELS = [{"id": "org/model", "name": "org/model"}]
+
+
+@pytest.mark.parametrize(("probe", "status", "headers", "body", "family"), [
+    (PROBES[0], 200, {"content-type": "text/html"}, "<!DOCTYPE html>", None),  # v0.9.4's catch-all page
+    (PROBES[0], 200, {"content-type": "application/json"}, FLAGS, "0.10"),
+    (PROBES[0], 200, {"content-type": "application/json"}, {"json": {"searchEnabled": True}}, "0.9"),  # F2
+    (PROBES[0], 200, {"content-type": "application/json"}, {"searchEnabled": True}, "0.9"),  # 2025-06-05..08
+    (PROBES[0], 302, {"location": "https://idp.example/oauth/authorize?client_id=x"}, "", "0.10"),  # login
+    (PROBES[0], 200, {"content-type": "application/json"}, {"status": "ok"}, None),  # a catch-all JSON 200
+    (PROBES[0], 200, {"content-type": "application/json"}, {"json": {"ok": True}}, None),
+    (PROBES[0], 301, {"location": "https://chat.example/api/v2/feature-flags"}, "", None),  # http -> https
+    (PROBES[0], 404, *SVELTE_404, None),
+    (PROBES[1], 403, {"content-type": "text/plain"}, "API is disabled", "0.8"),
+    (PROBES[1], 200, {"content-type": "application/json"}, MODELS, "0.8"),
+    (PROBES[1], 200, {"content-type": "application/json"}, [{**MODELS[0], "tools": False}], "0.9"),
+    (PROBES[1], 200, {"content-type": "application/json"}, [], None),  # chat-ui always lists a model
+    (PROBES[1], 200, {"content-type": "application/json"}, [1, 2], None),
+    (PROBES[2], 405, {"content-type": "text/plain", "allow": "POST"}, "GET method not allowed", "0.4"),
+    (PROBES[2], 405, {"content-type": "text/plain"}, "Method Not Allowed", None),  # a gateway's 405 to all
+    (PROBES[2], 404, *SVELTE_404, "0.7"),
+    (PROBES[2], 404, {"content-type": "text/html"}, '<link href="../../_app/immutable/x.css">', "0.7"),
+    (PROBES[2], 404, *NGINX_404, None),  # a plain 404 page: no chat-ui
+    (PROBES[2], 200, {"content-type": "text/html"}, "<!DOCTYPE html>", None),  # a page for everything
 ])
-def test_probe_decisions(probe: str, status: int, content_type: str, body: Any, family: str | None) -> None:
-    assert decide(probe, status, content_type, body) == family
+def test_probe_decisions(probe: str, status: int, headers: dict[str, str], body: Any, family: str | None) -> None:
+    assert decide(Answer(probe, BASE + probe, status, headers, body)) == family
+
+
+def test_an_unknown_server_is_explained_with_what_each_probe_got() -> None:
+    answers = [Answer(p, BASE + p, 404, *NGINX_404) for p in PROBES]
+    message = explain(BASE, answers)
+    assert "GET /api/v2/feature-flags -> 404 text/html" in message and "summarize -> 404" in message
+    assert "chat-ui is often served under /chat" in message
+
+
+def test_an_http_to_https_redirect_says_to_use_https() -> None:
+    answer = Answer(PROBES[0], "http://chat.example/app" + PROBES[0], 301,
+                    {"location": "https://chat.example/app/api/v2/feature-flags"}, "")
+    assert "use base_url='https://chat.example/app'" in explain("http://chat.example/app", [answer])
+
+
+def test_a_sveltekit_page_under_a_deeper_url_names_the_app_root() -> None:
+    # base_url too deep (.../chat/conversation): chat-ui's 404 page links its assets relative to the app root.
+    base = "http://chat.example/chat/conversation"
+    page = '<link rel="stylesheet" href="../../../_app/immutable/assets/0.css">'
+    answer = Answer(PROBES[0], base + PROBES[0], 404, {"content-type": "text/html"}, page)
+    assert app_root(answer) == "http://chat.example/chat"
+    assert "whose root is http://chat.example/chat" in explain(base, [answer])
 
 
 @pytest.mark.parametrize(("release", "reader"), [

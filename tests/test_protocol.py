@@ -126,3 +126,20 @@ def test_token_from_dict_ignores_unknown_keys() -> None:
     raw = {"id": 7, "text": "a", "logprob": -1.5, "special": True, "new": 1}
     assert Token.from_dict(raw) == Token(7, "a", -1.5, True)
     assert Token.from_dict({"id": 7, "text": "b"}) == Token(7, "b", None, False)
+
+
+def test_a_lone_surrogate_becomes_u_fffd_and_a_valid_pair_stays() -> None:
+    from h2o_sdk._protocol._updates import FINAL, STREAM, parse_update
+
+    token, final = parse_event('{"token":{"id":1,"text":"a\\ud800b","logprob":0,"special":false},'
+                               '"generated_text":"a\\udfffb \\ud83d\\ude00","details":null}')
+    assert token.text == "a\ufffdb" and final is not None and final["generated_text"] == "a\ufffdb \U0001f600"
+    assert parse_update('{"type":"stream","token":"x\\udc00"}') == (STREAM, "x\ufffd")
+    kind, update = parse_update('{"type":"finalAnswer","text":"\\ud800!"}')
+    assert kind == FINAL and update["text"] == "\ufffd!"
+    print(token.text, final["generated_text"])  # the caller's print() works
+
+
+def test_a_generated_text_that_is_no_string_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="generated_text"):
+        parse_event('{"token":{"id":1,"text":"a","logprob":0,"special":true},"generated_text":42,"details":null}')

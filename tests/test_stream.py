@@ -251,9 +251,9 @@ def test_keyboard_interrupt_while_reading_finishes_the_stream() -> None:
     assert exchange.finished == ["cut"]
 
 
-def test_line_reader_keeps_line_endings() -> None:
-    lines = list(LineReader([b"data:a\r\ndata:b\rdata:c\n\n"]))
-    assert lines == [b"data:a\r\n", b"data:b\r", b"data:c\n", b"\n"]
+def test_line_reader_ends_every_line_with_lf() -> None:
+    lines = list(LineReader([b"data:a\r\ndata:b\rdata:c\n\r", b"\ndata:d\r", b"\n\n"]))
+    assert lines == [b"data:a\n", b"data:b\n", b"data:c\n", b"\n", b"data:d\n", b"\n"]
 
 
 def test_a_long_stream_keeps_its_text_compactly_and_no_tokens_unless_asked() -> None:
@@ -262,3 +262,18 @@ def test_a_long_stream_keeps_its_text_compactly_and_no_tokens_unless_asked() -> 
     assert list(stream) == words
     assert stream.text == "".join(words) and len(stream._state.parts) < 600
     assert stream.reply is not None and stream.reply.tokens == ()
+
+
+@pytest.mark.parametrize(("field_end", "blank"), [
+    (b"\n", b"\r"), (b"\r\n", b"\r"), (b"\r", b"\r\n"), (b"\n", b"\r\n"), (b"\r\n", b"\n"),
+], ids=["LF+CR", "CRLF+CR", "CR+CRLF", "LF+CRLF", "CRLF+LF"])  # (CR then LF is one CRLF: no blank line)
+def test_mixed_line_endings_give_the_same_tokens_however_the_body_is_cut(field_end: bytes, blank: bytes) -> None:
+    # The SSE specification allows any of CRLF, LF and CR for each line (HTML 9.2.5); issue 18.3.
+    body = b"".join(e.replace(b"\n\n", field_end + blank) for e in reply_events(WORDS))
+    whole, _ = make_stream([body])
+    assert list(whole) == WORDS
+    bytewise, _ = make_stream(body[i : i + 1] for i in range(len(body)))
+    assert list(bytewise) == WORDS
+    for chunks in splits(body):
+        stream, _ = make_stream(chunks)
+        assert list(stream) == WORDS, chunks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,20 @@ CONVERSATION_PATH = "/conversation"
 _ROLES = ("system", "user", "assistant")
 
 Messages = str | Sequence[Mapping[str, str]]
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str, raw: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, as a UTF-8 decoder replaces bad bytes.
+
+    JSON can carry them (``"\\ud800"`` is valid JSON) but no encoder can write
+    them, so one would break the caller's ``print()`` (issue 18.3). Only a
+    ``\\u`` escape in ``raw``, the JSON it came from, can make one: the check
+    costs the per-token path one substring search.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text) if "\\u" in raw else text
 
 
 def conversation_path(conversation_id: str) -> str:

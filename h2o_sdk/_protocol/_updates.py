@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from .._exceptions import GenerationError, ProtocolError
+from ._common import clean_text
 from ._family import Prompt
 
 __all__ = ["FINAL", "OTHER", "STREAM", "TITLE", "parse_update", "settings_json", "tree_body"]
@@ -52,11 +53,12 @@ def parse_update(line: str) -> tuple[int, Any]:
         token = update.get("token")
         if not isinstance(token, str):
             raise ProtocolError(f"a stream update without a token: {line[:_SHOWN]!r}")
-        return STREAM, token.rstrip("\x00")
+        return STREAM, clean_text(token.rstrip("\x00"), line)
     if kind == "finalAnswer":
-        if not isinstance(update.get("text"), str):
+        text = update.get("text")
+        if not isinstance(text, str):
             raise ProtocolError(f"a finalAnswer without its text: {line[:_SHOWN]!r}")
-        return FINAL, update
+        return FINAL, {**update, "text": clean_text(text, line)} if "\\u" in line else update
     if kind == "status":
         status = update.get("status")
         if status == "error":
@@ -67,11 +69,11 @@ def parse_update(line: str) -> tuple[int, Any]:
                 status_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
             )
         if status == "title" and isinstance(update.get("message"), str):
-            return TITLE, update["message"]
+            return TITLE, clean_text(update["message"], line)
         return OTHER, None
     if kind == "title":
         title = update.get("title")
-        return (TITLE, title) if isinstance(title, str) else (OTHER, None)
+        return (TITLE, clean_text(title, line)) if isinstance(title, str) else (OTHER, None)
     if not isinstance(kind, str):
         # A JSON body where a stream was expected: {"message": ...} from a route error.
         raise ProtocolError(f"the server sent JSON that is not a stream update: {line[:_SHOWN]!r}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._exceptions import GenerationError, ProtocolError
 from .._types import Token
-from ._common import check_text
+from ._common import check_text, clean_text
 from ._family import Family, Prompt
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -165,7 +165,14 @@ def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
         raise ProtocolError(f"malformed token in stream event: {data[:200]!r}") from exc
     if not isinstance(token.text, str) or not isinstance(token.id, int):
         raise ProtocolError(f"malformed token in stream event: {data[:200]!r}")
-    return token, (event if event.get("generated_text") is not None else None)
+    final = event.get("generated_text")
+    if final is not None and not isinstance(final, str):
+        raise ProtocolError(f"a stream event whose generated_text is no string: {data[:200]!r}")
+    if "\\u" in data:
+        token = Token(token.id, clean_text(token.text, data), token.logprob, token.special)
+        if final is not None:
+            event = {**event, "generated_text": clean_text(final, data)}
+    return token, (event if final is not None else None)
 
 
 def reply_fields(final: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._store import COOKIE, ERROR_PAGE, FORM_TYPES, NOT_FOUND, Conversation, Fault, Record, dumps, origin
+from ._store import COOKIE, FORM_TYPES, NOT_FOUND, SVELTE_PAGE, Conversation, Fault, Record, dumps, origin
 
 logger = logging.getLogger("h2o_sdk.testing")
 
@@ -197,10 +197,24 @@ class Handler(BaseHTTPRequestHandler):
         accept = self.headers.get("Accept")
         if accept is None or "text/html" in accept:
             message = str(body.get("message") or "Internal Error")
-            page = ERROR_PAGE.format(message=message, status=status).encode()
-            self._send(status, page, content_type="text/html; charset=utf-8")
+            self._svelte_page(status, message, f"<h1>{status}</h1><p>{message}</p>",
+                              content_type="text/html; charset=utf-8")
         else:
             self._json(status, body)
+
+    def _svelte_page(self, status: int, title: str, body: str = "", *, content_type: str = "text/html") -> None:
+        """A page of the app: ``x-sveltekit-page: true``, and the assets linked relative to the app root,
+        in the ``link`` header and the page, as SvelteKit does (from ``/api/models``: ``../_app/immutable``)."""
+        path = self._app_path() or "/"
+        assets = ("../" * (path.count("/") - 1) or "./") + "_app/immutable"
+        link = (f'<{assets}/assets/0.css>; rel="preload"; as="style"; nopush, '
+                f'<{assets}/entry/start.js>; rel="modulepreload"; nopush')
+        page = SVELTE_PAGE.format(assets=assets, title=title, body=body).encode()
+        self._send(status, page, content_type=content_type, headers={"link": link, "x-sveltekit-page": "true"})
+
+    def _outside_app(self) -> None:
+        # SvelteKit answers a path outside the app's base path with a bare text 404 (its respond()).
+        self._send(404, b"Not found", content_type="text/plain;charset=UTF-8", cookie=False)
 
 
     def _write_chunk(self, data: bytes) -> bool:

@@ -25,7 +25,6 @@ from ._pagedata import Date, error_document, page_document
 from ._replies import default_reply, tokenize
 from ._store import (
     CONV_ID,
-    ERROR_PAGE,
     LOGIN,
     NOT_FOUND,
     RATE_LIMITED,
@@ -53,10 +52,6 @@ _KEEPALIVE = {"type": "status", "status": "keepAlive"}
 _FINISHED = {"type": "status", "status": "finished"}
 _GATE_EXEMPT = ("/settings", "/login", "/admin")
 _LOGIN_EXEMPT = ("/login", "/admin", "/settings")
-_APP_PAGE = (
-    "<!DOCTYPE html>\n<html lang=\"en\" class=\"h-full\">\n\t<head>\n\t\t<meta charset=\"utf-8\" />\n"
-    "\t\t<title>HuggingChat</title>\n\t</head>\n\t<body></body>\n</html>\n"
-)
 _CORS = {
     "access-control-allow-headers": "Content-Type, Authorization",
     "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
@@ -93,9 +88,8 @@ class JsonLinesHandler(ConversationRoutes):
 
     def _not_found_page(self) -> None:
         if self.era.catch_all and self.command in ("GET", "HEAD"):
-            return self._send(200, _APP_PAGE.encode(), content_type="text/html")
-        page = ERROR_PAGE.format(message="Not Found", status=404).encode()
-        return self._send(404, page, content_type="text/html")
+            return self._svelte_page(200, "HuggingChat")
+        return self._svelte_page(404, "Not Found", "<h1>404</h1><p>Not Found</p>")
 
     # -- the hook --------------------------------------------------------------
 
@@ -106,7 +100,7 @@ class JsonLinesHandler(ConversationRoutes):
         self._session_id = cookie or str(uuid.uuid4())
         app, era = self.app, self.era
         if path is None:
-            return self._not_found_page()
+            return self._outside_app()
         if self._csrf_refused(era.csrf):
             return None
         writes = self.command not in ("GET", "HEAD", "OPTIONS")
@@ -138,7 +132,7 @@ class JsonLinesHandler(ConversationRoutes):
             return self._create(body)
         if method in ("GET", "HEAD"):
             if not parts:
-                return self._send(200, _APP_PAGE.encode(), content_type="text/html")
+                return self._svelte_page(200, "HuggingChat")
             if parts == ["healthcheck"] and era.api:
                 return self._send(200, b"OK", content_type="text/plain;charset=UTF-8")
             if parts[0] == "api" and (era.api or era.api2):
@@ -152,6 +146,8 @@ class JsonLinesHandler(ConversationRoutes):
             if method in ("GET", "HEAD") and rest == ["stop-generating"]:
                 return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
                                   headers={"allow": "POST"})
+            if method in ("GET", "HEAD"):
+                return self._not_found_page()  # no such route
             if not CONV_ID.match(conversation_id):
                 return self._internal()  # new ObjectId() throws
             if self._conversation_write(conversation_id, rest, body):
@@ -223,11 +219,13 @@ class JsonLinesHandler(ConversationRoutes):
             found = self.app._conversations.get(conversation_id)
         if found is None or found.session != self._session_id:
             return self._route_error(404, {"message": "Conversation not found"})
-        return self._send(200, _APP_PAGE.encode(), content_type="text/html")
+        return self._svelte_page(200, "HuggingChat")
 
     def _page_data(self, conversation_id: str) -> None:
         """``__data.json``: the stored messages as the page loads them (conv_read_after_* of v0.7-v0.9.4)."""
         era = self.era
+        if self._step_fault("read"):
+            return None
         with self.app._lock:
             found = self.app._conversations.get(conversation_id)
             messages = [dict(m) for m in found.messages] if found is not None else []
@@ -294,6 +292,8 @@ class JsonLinesHandler(ConversationRoutes):
         if parts == ["conversations"]:
             return self._superjson({"conversations": [self._summary(c) for c in self._mine()], "hasMore": False})
         if len(parts) == 2 and parts[0] == "conversations":
+            if self._step_fault("read"):
+                return None
             conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
             if conversation is None:
                 return self._json(404, {"message": "Conversation not found"})

@@ -31,9 +31,13 @@ NOT_FOUND = {"message": "Conversation not found"}
 WELCOME = "You need to accept the welcome modal first"
 LOGIN = "You have to be logged in."
 RATE_LIMITED = "You are sending too many messages. Try again later."
-ERROR_PAGE = (
-    "<!DOCTYPE html>\n<html lang=\"en\">\n\t<head>\n\t\t<meta charset=\"utf-8\" />\n"
-    "\t\t<title>{message}</title>\n\t</head>\n\t<body><h1>{status}</h1><p>{message}</p></body>\n</html>\n"
+#: A page of chat-ui's SvelteKit app (an error page when ``body`` says so): every release's pages carry
+#: ``x-sveltekit-page: true`` and link their ``_app/immutable`` assets relative to the app root (captures).
+SVELTE_PAGE = (
+    "<!DOCTYPE html>\n<html lang=\"en\" class=\"h-full\">\n\t<head>\n\t\t<meta charset=\"utf-8\" />\n"
+    "\t\t<link href=\"{assets}/assets/0.css\" rel=\"stylesheet\">\n"
+    "\t\t<link rel=\"modulepreload\" href=\"{assets}/entry/start.js\">\n"
+    "\t\t<title>{title}</title>\n\t</head>\n\t<body>{body}</body>\n</html>\n"
 )
 #: What the fake TGI answers for each upstream status (protocol.md 3.4; the captures' fake).
 TGI_BODIES: Mapping[int, Mapping[str, str]] = {
@@ -56,7 +60,8 @@ class Fault:
 
     Attributes:
         step: Where it applies: ``"settings"``, ``"create"``, ``"prompt"``,
-            ``"stop"`` or ``"delete"``.
+            ``"stop"``, ``"delete"`` or ``"read"`` (reading a stored
+            conversation: ``__data.json``, ``/api/v2/conversations/{id}``).
         status: Answer with this HTTP status instead (with a chat-ui body, or
             for ``"prompt"`` a TGI body; 429 and 503 carry ``Retry-After``).
             For ``"prompt"`` from 0.7 on it is the model server's status,
@@ -109,7 +114,7 @@ class Fault:
     times: int = 1
 
     def __post_init__(self) -> None:
-        if self.step not in ("settings", "create", "prompt", "stop", "delete"):
+        if self.step not in ("settings", "create", "prompt", "stop", "delete", "read"):
             raise ValueError(f"unknown step {self.step!r}")
         if self.line_ending not in ("\n", "\r\n", "\r"):
             raise ValueError(f"line_ending must be LF, CRLF or CR, not {self.line_ending!r}")

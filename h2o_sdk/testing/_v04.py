@@ -21,7 +21,6 @@ from ._pagedata import Date, error_document, page_document
 from ._replies import default_reply, token_id, tokenize
 from ._store import (
     CONV_ID,
-    ERROR_PAGE,
     LOGIN,
     NOT_FOUND,
     RATE_LIMITED,
@@ -66,7 +65,7 @@ class Handler04(ConversationRoutes):
         self._session_id = cookie or str(uuid.uuid4())
         app = self.app
         if path is None:
-            return self._route_error(404, {"message": "Not found"})
+            return self._outside_app()
         if self._csrf_refused("referer"):
             return None
         with app._lock:
@@ -94,16 +93,21 @@ class Handler04(ConversationRoutes):
             return self._page(parts[1])
         if len(parts) >= 2 and parts[0] == "conversation":
             conversation_id, rest = parts[1], parts[2:]
+            if method in ("GET", "HEAD") and rest in (["stop-generating"], ["summarize"]):
+                # SvelteKit's answer for an endpoint without GET, before any handler runs, whatever
+                # the id (what detection probes for).
+                return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
+                                  headers={"allow": "POST"})
+            if method in ("GET", "HEAD") and rest != ["__data.json"]:
+                return self._svelte_page(404, "Not Found", "<h1>404</h1><p>Not Found</p>")  # no such route
             if not CONV_ID.match(conversation_id):
                 return self._route_error(500, _INTERNAL)
             if self._conversation_write(conversation_id, rest, body):
                 return None
-            if method in ("GET", "HEAD") and rest == ["__data.json"]:
+            if method in ("GET", "HEAD"):
+                if self._step_fault("read"):
+                    return None
                 return self._page_data(conversation_id)
-            if method in ("GET", "HEAD") and rest in (["stop-generating"], ["summarize"]):
-                # SvelteKit's answer for an endpoint without GET (what detection probes for).
-                return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
-                                  headers={"allow": "POST"})
             if method == "POST" and rest == ["summarize"]:
                 # Title generation needs a non-streaming endpoint; TGI's
                 # /generate_stream cannot serve it (2.7).
@@ -111,8 +115,10 @@ class Handler04(ConversationRoutes):
                     return None
                 return self._route_error(500, _INTERNAL)
         if method in ("GET", "HEAD") and not parts:
-            page = b"<!doctype html><html><head><title>HuggingChat</title></head><body></body></html>"
-            return self._send(200, page, content_type="text/html")
+            return self._svelte_page(200, "HuggingChat")
+        if method in ("GET", "HEAD"):
+            # An unknown route is SvelteKit's 404 page, whatever the Accept (v0.6 api_api_models).
+            return self._svelte_page(404, "Not Found", "<h1>404</h1><p>Not Found</p>")
         return self._route_error(404, {"message": "Not found"})
 
     def _fault_status(self, fault: Fault | None, *, tgi: bool = False) -> bool:
@@ -187,8 +193,7 @@ class Handler04(ConversationRoutes):
             return self._route_error(404, {"message": _PAGE_NOT_FOUND})
         if found.session != self._session_id:
             return self._route_error(403, {"message": _PAGE_FORBIDDEN})
-        page = ERROR_PAGE.replace("<h1>{status}</h1>", "").format(message=found.title, status=200)
-        return self._send(200, page.encode(), content_type="text/html")
+        return self._svelte_page(200, found.title)
 
     def _prompt(self, conversation_id: str, body: bytes) -> None:
         app = self.app
