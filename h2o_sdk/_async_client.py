@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import requests
 
 from ._client import Client
 from ._conversation import Conversation
 from ._exceptions import IncompleteStreamError
+from ._http import Session
 from ._protocol import DEFAULT_BASE_URL, Messages
 from ._resource import AsyncResource
 from ._stream import Stream
@@ -44,7 +44,7 @@ class ClientOptions(TypedDict, total=False):
     proxy: str | None
     timeout: Timeout | float | tuple[float, float]
     max_retries: int
-    session: requests.Session | None
+    session: Session | None
     headers: dict[str, str] | None
     verify: bool | str
     max_event_size: int
@@ -107,7 +107,7 @@ class AsyncClient(AsyncResource):
         return self.client.model
 
     def stream(
-        self, messages: Messages, *, model: str | None = None, keep_tokens: bool = False, **parameters: Any
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = False, **parameters: Any
     ) -> AsyncStream:
         """Send a prompt in a new conversation and stream the reply.
 
@@ -121,7 +121,9 @@ class AsyncClient(AsyncResource):
         """
         return AsyncStream(self.client.stream(messages, model=model, keep_tokens=keep_tokens, **parameters), self)
 
-    async def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
+    async def chat(
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None, **parameters: Any
+    ) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
 
         Takes the arguments of :meth:`Client.chat` and returns its :class:`Reply`.
@@ -129,7 +131,7 @@ class AsyncClient(AsyncResource):
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        return await _finish(self.stream(messages, model=model, keep_tokens=True, **parameters))
+        return await _finish(self.stream(messages, model=model, keep_tokens=keep_tokens, **parameters))
 
     def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> AsyncConversation:
         """Start a multi-turn conversation: the async twin of :meth:`Client.conversation`."""
@@ -202,21 +204,21 @@ class AsyncConversation(AsyncResource):
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
         return self._conversation.history
 
-    def stream(self, text: str, *, keep_tokens: bool = False, **parameters: Any) -> AsyncStream:
+    def stream(self, text: str, *, keep_tokens: bool | None = False, **parameters: Any) -> AsyncStream:
         """Send the next user message and stream the reply."""
         return AsyncStream(self._conversation.stream(text, keep_tokens=keep_tokens, **parameters), self._client)
 
-    async def chat(self, text: str, **parameters: Any) -> Reply:
+    async def chat(self, text: str, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Send the next user message and wait for the whole reply."""
-        return await _finish(self.stream(text, keep_tokens=True, **parameters))
+        return await _finish(self.stream(text, keep_tokens=keep_tokens, **parameters))
 
-    def retry_stream(self, *, keep_tokens: bool = False, **parameters: Any) -> AsyncStream:
+    def retry_stream(self, *, keep_tokens: bool | None = False, **parameters: Any) -> AsyncStream:
         """Regenerate the last reply, streaming it."""
         return AsyncStream(self._conversation.retry_stream(keep_tokens=keep_tokens, **parameters), self._client)
 
-    async def retry(self, **parameters: Any) -> Reply:
+    async def retry(self, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
-        return await _finish(self.retry_stream(keep_tokens=True, **parameters))
+        return await _finish(self.retry_stream(keep_tokens=keep_tokens, **parameters))
 
     async def aclose(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent).

@@ -14,11 +14,11 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _protocol
 from ._conversation import Conversation, finish
-from ._http import Abort, Http
+from ._http import Abort, Http, Session
 from ._lifecycle import Turn
 from ._operations import Operations
 from ._protocol import Family, Messages, Prompt
@@ -26,9 +26,6 @@ from ._resource import Resource
 from ._session import ServerSession
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
 from ._types import DEFAULT_TIMEOUT, Reply, Timeout
-
-if TYPE_CHECKING:
-    import requests
 
 __all__ = ["Client"]
 
@@ -106,7 +103,7 @@ class Client(Resource):
         proxy: str | None = None,
         timeout: Timeout | float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_retries: int = 2,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         headers: Mapping[str, str] | None = None,
         verify: bool | str | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
@@ -164,7 +161,7 @@ class Client(Resource):
     # -- public API -------------------------------------------------------
 
     def stream(
-        self, messages: Messages, *, model: str | None = None, keep_tokens: bool = False, **parameters: Any
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = False, **parameters: Any
     ) -> Stream:
         """Send a prompt in a new conversation and stream the reply.
 
@@ -173,7 +170,8 @@ class Client(Resource):
                 ``{"role": ..., "content": ...}`` mappings, flattened like the
                 seed's ``format_prompt``.
             model: The model id; the client's ``model`` when omitted.
-            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
+            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``
+                (``None``: where tokens carry more than text, the ``"0.4"`` family).
             **parameters: TGI generation parameters (``temperature``, ``stop``,
                 ``seed``, ``details`` ...), merged over the seed's defaults;
                 only the ``"0.4"`` family takes them.
@@ -233,10 +231,13 @@ class Client(Resource):
         self._conversations.add(conversation)
         return conversation
 
-    def chat(self, messages: Messages, *, model: str | None = None, **parameters: Any) -> Reply:
+    def chat(
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None, **parameters: Any
+    ) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
 
-        Takes the same arguments as :meth:`stream`.
+        Takes the same arguments as :meth:`stream`; ``reply.tokens`` is kept
+        where tokens carry more than their text (``"0.4"``), or with ``keep_tokens=True``.
 
         Returns:
             The :class:`Reply`.
@@ -244,7 +245,7 @@ class Client(Resource):
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        return finish(self.stream(messages, model=model, keep_tokens=True, **parameters))
+        return finish(self.stream(messages, model=model, keep_tokens=keep_tokens, **parameters))
 
     def close(self) -> None:
         """Clean up everything the client started, then close its connections (idempotent).

@@ -81,12 +81,13 @@ class Conversation(Resource):
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
         return [{"role": m["role"], "content": m["content"]} for m in self._messages]
 
-    def stream(self, text: str, *, keep_tokens: bool = False, **parameters: Any) -> Stream:
+    def stream(self, text: str, *, keep_tokens: bool | None = False, **parameters: Any) -> Stream:
         """Send the next user message and stream the reply.
 
         Args:
             text: The user's message.
-            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``.
+            keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``
+                (``None``: where tokens carry more than text, the ``"0.4"`` family).
             **parameters: Generation parameters for this turn, over the
                 conversation's.
 
@@ -102,11 +103,11 @@ class Conversation(Resource):
             raise ValueError("text is blank: chat-ui rejects blank inputs")
         return self._turn(text, parameters, retry=False, keep_tokens=keep_tokens)
 
-    def chat(self, text: str, **parameters: Any) -> Reply:
-        """Send the next user message and wait for the whole reply."""
-        return finish(self.stream(text, keep_tokens=True, **parameters))
+    def chat(self, text: str, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
+        """Send the next user message and wait for the whole reply (``keep_tokens`` as :meth:`Client.chat`)."""
+        return finish(self.stream(text, keep_tokens=keep_tokens, **parameters))
 
-    def retry_stream(self, *, keep_tokens: bool = False, **parameters: Any) -> Stream:
+    def retry_stream(self, *, keep_tokens: bool | None = False, **parameters: Any) -> Stream:
         """Regenerate the last reply (``is_retry``), streaming it.
 
         Raises:
@@ -117,9 +118,9 @@ class Conversation(Resource):
             raise ValueError("there is no turn to retry yet")
         return self._turn(last_user["content"], parameters, retry=True, keep_tokens=keep_tokens)
 
-    def retry(self, **parameters: Any) -> Reply:
+    def retry(self, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
-        return finish(self.retry_stream(keep_tokens=True, **parameters))
+        return finish(self.retry_stream(keep_tokens=keep_tokens, **parameters))
 
     def close(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent; logs failures)."""
@@ -157,7 +158,7 @@ class Conversation(Resource):
     def __repr__(self) -> str:
         return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"
 
-    def _turn(self, text: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool) -> Stream:
+    def _turn(self, text: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool | None) -> Stream:
         if self._closed:
             raise ValueError("this conversation is closed")
         merged = {**self._parameters, **parameters}

@@ -18,6 +18,7 @@ import contextlib
 import http.client
 import http.cookiejar
 import importlib.util
+import ipaddress
 import json
 import logging
 import os
@@ -53,7 +54,10 @@ from ._exceptions import (
 from ._types import Timeout
 from ._version import __version__
 
-__all__ = ["Abort", "Http", "Response", "StreamBody", "check_base_url", "without_userinfo"]
+__all__ = ["Abort", "Http", "Response", "Session", "StreamBody", "check_base_url", "is_loopback", "without_userinfo"]
+
+#: What ``Client(session=...)`` takes: a ``requests.Session`` (named here, so no other module imports requests).
+Session = requests.Session
 
 logger = logging.getLogger("h2o_sdk")
 
@@ -353,7 +357,9 @@ class Http:
             # again on every request, which costs more than the request itself
             # here; read it once, for the one base URL this client talks to.
             found = session.merge_environment_settings(self.base_url, {}, None, verify, None)
-            if self._proxies is None and found["proxies"]:
+            # Loopback never goes through $HTTP(S)_PROXY (the local server, a model on this
+            # machine): only through a proxy the caller names (issue 18.3).
+            if self._proxies is None and found["proxies"] and not is_loopback(urlsplit(self.base_url).hostname):
                 self._proxies = dict(found["proxies"])
             verify = found["verify"] if found["verify"] is not None else True
             adapter = _Adapter(_ssl_context(verify), pool_maxsize=max_connections)
@@ -811,6 +817,18 @@ def _backoff(attempt: int, retry_after: float | None) -> float | None:
         return retry_after if retry_after <= _MAX_RETRY_AFTER else None
     ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * (1 << attempt))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine: ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def without_userinfo(url: str) -> str:

@@ -42,7 +42,7 @@ class Spares:
         self._run = run
         self._delete = delete
         self._wait = wait
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._ids: list[str] = []  # conversations of the client's model created ahead
         self._filling = 0  # creates under way
         self._closed = False
@@ -60,9 +60,18 @@ class Spares:
         return conversation_id in self._ids
 
     def take(self, model: str) -> str | None:
-        """A spare of ``model``, if one is ready."""
+        """A spare of ``model``: one ready, or the one being created, once it is (``None`` if none is coming).
+
+        Back-to-back chats with quick replies start before the spare made
+        while the last reply streamed has its answer; that create was sent a
+        while ago, so waiting for it is sooner than sending a new one (issue
+        18.3: 1.57 RTT to the first token, against 1.06 when it was ready).
+        """
+        if model != self._model():
+            return None
         with self._lock:
-            return self._ids.pop(0) if model == self._model() and self._ids else None
+            self._lock.wait_for(lambda: self._ids or not self._filling or self._closed, timeout=self._wait)
+            return self._ids.pop(0) if self._ids else None
 
     def fill_now(self) -> None:
         """Create the missing spares in this thread, one at a time (``connect()``; raises what a create raises)."""
@@ -79,6 +88,7 @@ class Spares:
         with self._lock:
             self._closed = True
             ids, self._ids = self._ids, []
+            self._lock.notify_all()
         for conversation_id in ids:
             self._delete(conversation_id)
 
@@ -98,6 +108,7 @@ class Spares:
         finally:
             with self._lock:
                 self._filling -= 1
+                self._lock.notify_all()
 
     def _create_later(self, after: threading.Event) -> None:
         after.wait(self._wait)  # the prompt has its connection
@@ -111,5 +122,6 @@ class Spares:
             closed = self._closed
             if not closed:
                 self._ids.append(conversation_id)
+                self._lock.notify_all()
         if closed:  # made while close() ran: not to be kept
             self._delete(conversation_id)

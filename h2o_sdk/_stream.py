@@ -42,6 +42,11 @@ _BLANK = (b"\n", b"\r", b"\r\n")
 _FINAL, _REFUSED, _LOST, _CUT = "final", "refused", "lost", "cut"
 
 
+def _too_large(what: str, limit: int) -> str:
+    return (f"a stream {what} is larger than {limit} bytes, the client's max_event_size; "
+            "pass a larger Client(max_event_size=...) to accept it")
+
+
 class _Truncated(Exception):
     """The body ended in the middle of an event."""
 
@@ -106,7 +111,7 @@ class LineReader:
             if lines and lines[-1][-1:] not in b"\r\n":
                 pending = lines.pop()
                 if event_size + len(pending) > limit:
-                    raise ProtocolError(f"a stream event is larger than {limit} bytes")
+                    raise ProtocolError(_too_large("event", limit))
             for line in lines:
                 if after_cr and line == b"\n":
                     # The tail of a CRLF whose CR ended the previous read.
@@ -119,7 +124,7 @@ class LineReader:
                     continue
                 event_size += len(line)
                 if event_size > limit:
-                    raise ProtocolError(f"a stream event is larger than {limit} bytes")
+                    raise ProtocolError(_too_large("event", limit))
                 yield line if line[-2:] != b"\r\n" and line[-1:] == b"\n" else line.rstrip(b"\r\n") + b"\n"
         if pending or event_size or head:
             raise _Truncated()
@@ -149,11 +154,11 @@ def json_lines(chunks: Iterable[bytes], max_line_size: int = DEFAULT_MAX_EVENT_S
             pending = lines.pop()
             if len(pending) > max_line_size:
                 if pending.strip():
-                    raise ProtocolError(f"a stream line is larger than {max_line_size} bytes")
+                    raise ProtocolError(_too_large("line", max_line_size))
                 pending = b""  # padding: nothing to keep
         for line in lines:
             if len(line) > max_line_size:
-                raise ProtocolError(f"a stream line is larger than {max_line_size} bytes")
+                raise ProtocolError(_too_large("line", max_line_size))
             text = line.strip()
             if text:
                 try:
@@ -225,9 +230,10 @@ class Stream(Resource):
         print(stream.reply.finish_reason)
 
     ``reply.tokens`` holds every token only when the stream was made with
-    ``keep_tokens=True`` (``chat()`` always does); otherwise it is empty, since
-    the caller had each token as it arrived, and a long stream does not hold
-    them twice.
+    ``keep_tokens=True``, or with ``keep_tokens=None`` (what ``chat()`` uses)
+    where tokens carry more than their text (``"0.4"``: ids, log-probabilities);
+    otherwise it is empty, since the caller had each token as it arrived, and a
+    long stream does not hold them twice.
 
     A stream belongs to one thread at a time.
 
@@ -245,7 +251,7 @@ class Stream(Resource):
         exchange: Exchange,
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
-        keep_tokens: bool = False,
+        keep_tokens: bool | None = False,
         on_end: Callable[[str | None, str], None] | None = None,
     ) -> None:
         # The generator holds the state, never the Stream: without a reference
@@ -319,11 +325,12 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("count", "exchange", "parts", "reply", "title", "tokens")
+    __slots__ = ("count", "exchange", "keep_tokens", "parts", "reply", "title", "tokens")
 
-    def __init__(self, keep_tokens: bool, exchange: Exchange) -> None:
+    def __init__(self, keep_tokens: bool | None, exchange: Exchange) -> None:
         self.parts: list[str] = []
-        self.tokens: list[Token] | None = [] if keep_tokens else None
+        self.keep_tokens = keep_tokens
+        self.tokens: list[Token] | None = [] if keep_tokens is not False else None
         self.count = 0
         self.reply: Reply | None = None
         self.exchange = exchange
@@ -368,6 +375,8 @@ def _run(
         if on_end is not None:
             on_end(None, "")
         raise
+    if state.keep_tokens is None and exchange.stream_format == "jsonl":
+        state.tokens = None  # chat-ui's updates carry only text: the reply's text holds it all
     # Unless the stream learns otherwise, this side cut it short: break,
     # close(), an exception in the caller's loop, Ctrl-C.
     outcome = _CUT

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -155,7 +156,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
 def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: TextIO) -> int:
     interactive = options.prompt is None and stdin.isatty()
     try:
-        with _base_url(options) as base_url, _client(base_url, options) as client:
+        with _base_url(options) as base_url, _usage_client(base_url, options, stderr) as client:
+            if client is None:
+                return 2
             if options.prompt is None:
                 # The connection and the welcome modal while the person types (or the pipe fills).
                 _connect_meanwhile(client)
@@ -193,11 +196,12 @@ def _report(exc: BaseException, options: argparse.Namespace, out: _Output, stder
     """One line on stderr, after the part of a reply already printed; with --json also an object."""
     out.end_line()
     if options.json:
-        error: dict[str, Any] = {"type": "error", "error": type(exc).__name__, "message": str(exc)}
-        if isinstance(exc, APIStatusError):
-            error["status_code"] = exc.status_code
-        if isinstance(exc, StreamError):
-            error["text"] = exc.text
+        # Every documented key, null where it does not apply.
+        error: dict[str, Any] = {
+            "type": "error", "error": type(exc).__name__, "message": str(exc),
+            "status_code": exc.status_code if isinstance(exc, APIStatusError) else None,
+            "text": exc.text if isinstance(exc, StreamError) and exc.text else None,
+        }
         out.write(json.dumps(error, ensure_ascii=False) + "\n")
         out.flush()
     print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
@@ -277,8 +281,10 @@ def _print_stream(stream: Stream, options: argparse.Namespace, stdout: _Output) 
         stdout.flush()
 
 
+_COMMANDS = ("/new", "/retry", "/help", "/exit", "/quit")
 _HELP = "/new starts a new conversation, /retry regenerates the last reply, /exit or Ctrl-D leaves; " \
-        "Ctrl-C stops a reply."
+        "Ctrl-C stops a reply; start a line with // to send one that begins with /."
+_COMMAND = re.compile(r"^/[A-Za-z][\w-]*$")
 
 
 def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, stderr: TextIO) -> int:
@@ -305,6 +311,13 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
             if command == "/help":
                 stdout.write(_HELP + "\n")
                 continue
+            if _COMMAND.match(command.split(maxsplit=1)[0]) and command not in _COMMANDS:
+                # A mistyped command is not a prompt for the model.
+                print(f"h2o-chat: unknown command {command.split()[0]}; the commands are {', '.join(_COMMANDS)} "
+                      "(start a line with // to send one that begins with /)", file=stderr, flush=True)
+                continue
+            if command.startswith("//"):
+                line = line.lstrip()[1:]
             if command == "/new":
                 conversation.close()
                 conversation = client.conversation(model=options.model, **parameters)
@@ -324,6 +337,20 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
                 _report(exc, options, stdout, stderr)
     finally:
         conversation.close()
+
+
+@contextlib.contextmanager
+def _usage_client(base_url: str, options: argparse.Namespace, stderr: TextIO) -> Iterator[Client | None]:
+    """The client, or ``None`` after a usage error for an option it cannot take (a bad --base-url)."""
+    try:
+        client = _client(base_url, options)
+    except (ValueError, TypeError) as exc:
+        _chat_parser().print_usage(stderr)
+        print(f"h2o-chat: error: {exc}", file=stderr, flush=True)
+        yield None
+        return
+    with client:
+        yield client
 
 
 def _client(base_url: str, options: argparse.Namespace) -> Client:

@@ -273,3 +273,44 @@ def test_the_connection_is_made_while_the_prompt_is_read(server: ChatServer,
     assert main(["--base-url", server.url], stdin=SlowStdin()) == 0
     assert seen_before_read == [True]  # the welcome modal was accepted while the prompt was on its way
     assert capsys.readouterr().out.startswith("Answer number 1")
+
+
+def test_an_unknown_command_is_an_error_that_lists_the_commands_and_sends_nothing(server: ChatServer) -> None:
+    child = spawn("--base-url", server.url)
+    try:
+        child.expect("you> ")
+        child.sendline("/retyr")
+        child.expect("unknown command /retyr; the commands are /new, /retry")
+        child.expect("you> ")
+        child.sendline("//etc is a path")  # a line that begins with / goes with //
+        child.expect("Answer number 1")
+        child.expect("you> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    prompts = [p for m, p in server.paths() if m == "POST" and p.count("/") == 2]
+    assert len(prompts) == 1  # only the // line reached the model
+
+
+def test_every_json_error_object_carries_every_documented_key(server: ChatServer,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from h2o_sdk.testing import Fault
+
+    server.inject(Fault(step="create", status=404))
+    assert main(["--base-url", server.url, "--json", "Hi"]) == 1
+    (error,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert error == {"type": "error", "error": "NotFoundError", "message": error["message"], "status_code": 404,
+                     "text": None}
+    assert main(["--base-url", "http://127.0.0.1:9", "--json", "--timeout", "1", "Hi"]) == 1
+    (error,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert set(error) == {"type", "error", "message", "status_code", "text"}
+    assert error["status_code"] is None and error["text"] is None
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://example.com", "http://", "http://h/x?y=1"])
+def test_a_bad_base_url_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--base-url", url, "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: h2o-chat") and "base_url" in err

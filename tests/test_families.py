@@ -17,6 +17,7 @@ from h2o_sdk import (
     H2oError,
     IncompleteStreamError,
     InternalServerError,
+    ProtocolError,
     Timeout,
     UnsupportedError,
 )
@@ -67,10 +68,15 @@ def test_detection_is_thread_safe(server: ChatServer) -> None:
 def test_chat_and_stream(server: ChatServer, family: str) -> None:
     with Client(server.url) as client:
         reply = client.chat("Hi")
-        assert reply.text == REPLY and "".join(t.text for t in reply.tokens if not t.special) == REPLY
+        assert reply.text == REPLY
+        # chat() keeps tokens where they carry ids and log-probabilities (0.4), or when asked (18.3)
+        assert bool(reply.tokens) is (family == "0.4")
+        kept = client.chat("Hi", keep_tokens=True)
+        assert "".join(t.text for t in kept.tokens if not t.special) == REPLY
+        assert client.chat("Hi", keep_tokens=False).tokens == ()
         assert "".join(client.stream("Hi")) == REPLY
         if family != "0.4":
-            assert all(t.id is None and "\x00" not in t.text for t in reply.tokens)
+            assert all(t.id is None and "\x00" not in t.text for t in kept.tokens)
 
 
 def test_a_conversation_keeps_what_the_server_stored_and_retries(server: ChatServer, family: str) -> None:
@@ -284,3 +290,11 @@ def test_cli_cookies(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
 def test_cli_local_protocol(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--local", "--protocol", "0.9", "Hi"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_an_oversized_reply_line_names_max_event_size_and_keeps_the_text(family: str) -> None:
+    with serve(protocol=family, pace=0, faults=[Fault(oversized_after=3, oversized_bytes=300_000)]) as server, \
+            Client(server.url, max_event_size=100_000) as client:
+        with pytest.raises(ProtocolError, match=r"max_event_size.*Client\(max_event_size=\.\.\.\)") as caught:
+            client.chat("Hello there my friend")
+        assert caught.value.text  # the text received before it

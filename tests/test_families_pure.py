@@ -29,7 +29,7 @@ def _answer(release: str, probe: str) -> Answer:
     if probe == PROBES[2] and isinstance(body, str):
         # The page as SvelteKit serves it at the summarize path: its assets two levels up, not one.
         headers["link"] = headers.get("link", "").replace("<../_app/", "<../../_app/")
-        body = body.replace('"../_app/', '"../../_app/')
+        body = body.replace('"../_app/', '"../../_app/').replace('new URL("..",', 'new URL("../..",')
     return Answer(probe, BASE + probe, capture.status, headers, body)
 
 
@@ -70,8 +70,11 @@ MODELS = [{"id": "org/model", "name": "org/model"}]
     (PROBES[1], 200, {"content-type": "application/json"}, [1, 2], None),
     (PROBES[2], 405, {"content-type": "text/plain", "allow": "POST"}, "GET method not allowed", "0.4"),
     (PROBES[2], 405, {"content-type": "text/plain"}, "Method Not Allowed", None),  # a gateway's 405 to all
-    (PROBES[2], 404, *SVELTE_404, "0.7"),
+    (PROBES[2], 404, *SVELTE_404, None),  # a SvelteKit page, but whose app root is not known
     (PROBES[2], 404, {"content-type": "text/html"}, '<link href="../../_app/immutable/x.css">', "0.7"),
+    (PROBES[2], 404, {"content-type": "text/html"}, '<script>__sveltekit_1 = {base: new URL("../..", location)}</script>', "0.7"),
+    (PROBES[2], 404, {"content-type": "text/html", "x-sveltekit-page": "true"}, '{base: ""}', "0.7"),
+    (PROBES[2], 404, {"content-type": "text/html", "x-sveltekit-page": "true"}, '{base: "/chat"}', None),
     (PROBES[2], 404, *NGINX_404, None),  # a plain 404 page: no chat-ui
     (PROBES[2], 200, {"content-type": "text/html"}, "<!DOCTYPE html>", None),  # a page for everything
 ])

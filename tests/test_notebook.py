@@ -28,14 +28,22 @@ class CountingClient(NotebookClient):  # type: ignore[misc]
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-def test_the_example_notebook_runs_and_updates_one_display_in_place() -> None:
+@pytest.mark.parametrize("protocol", h2o_sdk.testing.PROTOCOLS)
+def test_the_example_notebook_runs_and_updates_one_display_in_place(protocol: str) -> None:
     nb = nbformat.read(EXAMPLE, as_version=4)
+    setup = nb.cells[1]
+    assert 'protocol="0.10"' in setup.source  # the notebook's own choice; every family must run it
+    setup.source = setup.source.replace('protocol="0.10"', f"protocol={protocol!r}")
     CountingClient.updates = 0
     resources = {"metadata": {"path": str(EXAMPLE.parent)}}
     CountingClient(nb, timeout=120, kernel_name="python3", resources=resources).execute()
     printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert h2o_sdk.testing.default_reply("<|prompt|>Name three rivers.<|endoftext|><|answer|>") in printed
-    assert "eos_token" in printed
+    if protocol == "0.4":
+        assert "eos_token" in printed  # finish_reason: only 0.4 reports details
+    else:
+        assert "takes no generation parameters" in printed
+    assert f"the server speaks chat-ui protocol {protocol}" in printed
     shows = [cell for cell in nb.cells if cell.cell_type == "code" and "notebook.show" in cell.source]
     assert len(shows) == 2
     reply = h2o_sdk.testing.default_reply("<|prompt|>Write a haiku about rivers<|endoftext|><|answer|>")

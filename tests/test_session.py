@@ -162,3 +162,17 @@ def test_a_refused_connection_names_the_address_to_check_and_no_class_of_ours() 
     assert "Connection(" not in message and "_HTTP" not in message
     assert f"check that the server is running at http://127.0.0.1:{port}" in message
     assert caught.value.connect
+
+
+def test_loopback_never_goes_through_the_environments_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there: a request through it fails
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with serve(pace=0) as server:
+        for url in (server.url, server.url.replace("127.0.0.1", "localhost")):
+            with Client(url, max_retries=0) as client:
+                assert client.chat("Hi").text
+        with Client(server.url, proxy="http://127.0.0.1:9", max_retries=0) as client, \
+                pytest.raises(Exception, match=r"(?i)proxy|refused"):
+            client.chat("Hi")  # a proxy the caller names is used, loopback or not

@@ -14,7 +14,7 @@ and what to check (issue 18.2).
 | ``/api/models`` | 200 JSON array of models (``{"id", ...}``) with ``tools`` | ``"0.9"`` |
 | | the same without ``tools``, or 403 ``API is disabled`` | ``"0.8"`` |
 | ``.../summarize`` (a made-up id) | 405 ``GET method not allowed``, ``Allow: POST`` (a POST-only route) | ``"0.4"`` |
-| | 404 that is a SvelteKit page (``x-sveltekit-page``, ``_app/immutable`` links) | ``"0.7"`` |
+| | 404, a SvelteKit page whose app root (start script, ``_app/immutable`` links) is the base URL | ``"0.7"`` |
 """
 
 from __future__ import annotations
@@ -30,9 +30,14 @@ __all__ = ["PROBES", "Answer", "app_root", "decide", "explain", "is_sveltekit_pa
 PROBES = ("/api/v2/feature-flags", "/api/models", "/conversation/000000000000000000000000/summarize")
 
 # Keys every release's feature flags have carried (captures of v0.10.0 and HEAD; F2 adds searchEnabled).
+_PAGE_LIMIT = 1 << 20
 _FLAG_KEYS = frozenset({"enableAssistants", "loginEnabled", "searchEnabled"})
 _LOGIN_PAGE = re.compile(r"login|oauth|authorize|signin", re.IGNORECASE)
 _IMMUTABLE = re.compile(r"""[<"']([^<>"'\s]*?)_app/immutable/""")
+# SvelteKit's start script names the app's base path: relative to the page (base: new URL("../..",
+# location)...), as builds with relative paths do, or absolute (base: "/chat"), as v0.10 does (captures).
+_BASE_RELATIVE = re.compile(r"""\bbase: new URL\(["']([./]*)["']""")
+_BASE_ABSOLUTE = re.compile(r"""\bbase: ["']([^"']*)["']""")
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,8 @@ def decide(answer: Answer) -> str | None:
         if status == 404 and is_sveltekit_page(answer):
             # Every release answers a route it lacks with this page: it is 0.7's only where the page's
             # app root is the base URL (a base URL deeper than the app gets it from any release).
-            root = app_root(answer)
             base = answer.url[: -len(probe)] if answer.url.endswith(probe) else None
-            return "0.7" if root is None or root == base else None
+            return "0.7" if app_root(answer) == base else None
     return None
 
 
@@ -98,17 +102,29 @@ def is_sveltekit_page(answer: Answer) -> bool:
     """Whether ``answer`` is a page of a SvelteKit app, as every chat-ui release's pages are."""
     if _header(answer.headers, "x-sveltekit-page").lower() == "true":
         return True
-    return "html" in answer.content_type.lower() and _IMMUTABLE.search(_text(answer)) is not None
+    text = _text(answer) if "html" in answer.content_type.lower() else ""
+    return _IMMUTABLE.search(text) is not None or "__sveltekit" in text
 
 
 def app_root(answer: Answer) -> str | None:
-    """The app's root URL a SvelteKit page links its ``_app/immutable`` assets from, if it does."""
-    for source in (_header(answer.headers, "link"), _text(answer) if "html" in answer.content_type.lower() else ""):
+    """The root URL of the SvelteKit app a page belongs to, from its start script or its assets' links."""
+    text = _text(answer) if "html" in answer.content_type.lower() else ""
+    relative = _BASE_RELATIVE.search(text)
+    if relative is not None:
+        return _root(urljoin(answer.url, relative.group(1) or "."))
+    absolute = _BASE_ABSOLUTE.search(text)
+    if absolute is not None:
+        parts = urlsplit(answer.url)
+        return _root(f"{parts.scheme}://{parts.netloc}{absolute.group(1)}")
+    for source in (_header(answer.headers, "link"), text):
         found = _IMMUTABLE.search(source)
         if found is not None:
-            root: str = urljoin(answer.url, found.group(1) or "./")
-            return root.rstrip("/")
+            return _root(urljoin(answer.url, found.group(1) or "./"))
     return None
+
+
+def _root(url: str) -> str:
+    return url.rstrip("/")
 
 
 def explain(base_url: str, answers: Sequence[Answer]) -> str:
@@ -155,4 +171,5 @@ def _json(answer: Answer) -> Any:
 
 def _text(answer: Answer) -> str:
     body = answer.body
-    return body[:65536] if isinstance(body, str) else ""
+    # A dev-mode page runs to a few hundred KB, with its start script at the end (v0.6: 219 KB in).
+    return body[:_PAGE_LIMIT] if isinstance(body, str) else ""

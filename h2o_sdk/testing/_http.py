@@ -206,10 +206,11 @@ class Handler(BaseHTTPRequestHandler):
         """A page of the app: ``x-sveltekit-page: true``, and the assets linked relative to the app root,
         in the ``link`` header and the page, as SvelteKit does (from ``/api/models``: ``../_app/immutable``)."""
         path = self._app_path() or "/"
-        assets = ("../" * (path.count("/") - 1) or "./") + "_app/immutable"
+        up = "../" * (path.count("/") - 1)
+        assets = (up or "./") + "_app/immutable"
         link = (f'<{assets}/assets/0.css>; rel="preload"; as="style"; nopush, '
                 f'<{assets}/entry/start.js>; rel="modulepreload"; nopush')
-        page = SVELTE_PAGE.format(assets=assets, title=title, body=body).encode()
+        page = SVELTE_PAGE.format(assets=assets, title=title, body=body, base=up.rstrip("/") or ".").encode()
         self._send(status, page, content_type=content_type, headers={"link": link, "x-sveltekit-page": "true"})
 
     def _outside_app(self) -> None:

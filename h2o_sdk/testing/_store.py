@@ -37,7 +37,9 @@ SVELTE_PAGE = (
     "<!DOCTYPE html>\n<html lang=\"en\" class=\"h-full\">\n\t<head>\n\t\t<meta charset=\"utf-8\" />\n"
     "\t\t<link href=\"{assets}/assets/0.css\" rel=\"stylesheet\">\n"
     "\t\t<link rel=\"modulepreload\" href=\"{assets}/entry/start.js\">\n"
-    "\t\t<title>{title}</title>\n\t</head>\n\t<body>{body}</body>\n</html>\n"
+    "\t\t<title>{title}</title>\n\t</head>\n\t<body>{body}\n\t\t<script>\n\t\t\t__sveltekit_app = {{\n"
+    "\t\t\t\tbase: new URL(\"{base}\", location).pathname.slice(0, -1)\n\t\t\t}};\n\t\t</script>\n"
+    "\t</body>\n</html>\n"
 )
 #: What the fake TGI answers for each upstream status (protocol.md 3.4; the captures' fake).
 TGI_BODIES: Mapping[int, Mapping[str, str]] = {
