@@ -25,6 +25,10 @@ import ssl
 import time
 
 MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
+_GET_NOT_ALLOWED = b"GET method not allowed"
+_NOT_FOUND_PAGE = (b'<!DOCTYPE html><html><head><link href="../../_app/immutable/assets/0.css" rel="stylesheet">'
+                   b'</head><body><h1>404</h1><script>__sveltekit_x = {base: new URL("../..", location)'
+                   b'.pathname.slice(0, -1)};</script></body></html>')
 _COOKIE = b"set-cookie: hf-chat=bench; Path=/; HttpOnly; SameSite=Lax\r\n"
 
 
@@ -78,7 +82,8 @@ class Bench:
             if parts == ["api", "v2", "models"] and family == "0.10":
                 return 200, json.dumps({"json": [{"id": MODEL}]}).encode()
             if parts[-1:] == ["summarize"]:
-                return (405, b"") if family == "0.4" else (404, b"")
+                # As the real releases answer detection's probe (SvelteKit's 405, or its 404 page).
+                return (405, _GET_NOT_ALLOWED) if family == "0.4" else (404, _NOT_FOUND_PAGE)
             if parts[:2] == ["api", "v2"] and len(parts) == 4:
                 return 200, json.dumps({"json": {"messages": [{"id": _ROOT, "from": "system", "content": "",
                                                                "ancestors": []}]}}).encode()
@@ -113,6 +118,10 @@ class Bench:
                     continue
                 status, body = self.answer(method, path)
                 kind = b"content-type: application/json\r\n" if body else b""
+                if body is _GET_NOT_ALLOWED:
+                    kind = b"content-type: text/plain;charset=UTF-8\r\nallow: POST\r\n"
+                elif body is _NOT_FOUND_PAGE:
+                    kind = b"content-type: text/html\r\nx-sveltekit-page: true\r\n"
                 length_line = b"content-length: %d\r\n\r\n" % len(body)
                 writer.write(b"HTTP/1.1 %d X\r\n" % status + kind + _COOKIE + length_line + body)
                 await writer.drain()
