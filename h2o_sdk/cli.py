@@ -133,6 +133,13 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-welcome", action="store_true", help="do not require the welcome modal")
     parser.add_argument("--protocol", choices=PROTOCOLS[1:], default="0.4",
                         help="the chat-ui family to emulate (default: %(default)s)")
+    parser.add_argument("--upstream", metavar="URL",
+                        help="a model server to put the local server in front of: a TGI URL (0.4: its "
+                             "/generate_stream), or an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1")
+    parser.add_argument("--upstream-api", choices=("tgi", "openai"),
+                        help="the kind of model server (default: the family's own: tgi up to 0.9, openai for 0.10)")
+    parser.add_argument("--upstream-key", default=os.environ.get("H2O_SDK_UPSTREAM_KEY") or None, metavar="KEY",
+                        help="the model server's bearer token (default: $H2O_SDK_UPSTREAM_KEY)")
     return parser
 
 
@@ -383,13 +390,21 @@ def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, st
     options = parser.parse_args(args)
     try:
         server = ChatServer(options.host, options.port, pace=options.pace, secure_cookie=options.secure_cookie,
-                            require_welcome=not options.no_welcome, protocol=options.protocol)
+                            require_welcome=not options.no_welcome, protocol=options.protocol,
+                            upstream=options.upstream, upstream_api=options.upstream_api,
+                            upstream_key=options.upstream_key)
+    except ValueError as exc:  # an upstream URL or kind the family cannot take
+        parser.print_usage(stderr)
+        print(f"h2o-chat serve: error: {exc}", file=stderr)
+        return 2
     except OSError as exc:  # a port in use, an address this machine does not have, a bad host name
         parser.print_usage(stderr)
         print(f"h2o-chat serve: error: cannot listen on {options.host}:{options.port}: "
               f"{exc.strerror or exc}", file=stderr)
         return 2
-    stdout.write(f"h2o-chat: serving the local chat-ui {options.protocol} emulator on {server.url} (Ctrl-C stops)\n")
+    front = f" in front of {options.upstream} ({server.upstream_api})" if options.upstream else ""
+    stdout.write(f"h2o-chat: serving the local chat-ui {options.protocol} emulator on {server.url}{front} "
+                 "(Ctrl-C stops)\n")
     stdout.flush()
     try:
         server.serve_forever()

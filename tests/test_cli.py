@@ -314,3 +314,9 @@ def test_a_bad_base_url_is_a_usage_error(url: str, capsys: pytest.CaptureFixture
     assert main(["--base-url", url, "Hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: h2o-chat") and "base_url" in err
+
+
+def test_serve_refuses_an_upstream_the_family_cannot_take(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--protocol", "0.4", "--upstream", "http://127.0.0.1:9/v1",
+                 "--upstream-api", "openai"]) == 2
+    assert "TGI" in capsys.readouterr().err

@@ -40,6 +40,7 @@ from ._store import (
     marker_reply,
     now_iso,
 )
+from ._upstream import Call, Request, openai_request, tgi_request
 
 __all__ = ["ERAS", "handler_for"]
 
@@ -375,7 +376,9 @@ class JsonLinesHandler(ConversationRoutes):
             turn = self._place(conversation, payload)
         except (ValueError, KeyError, TypeError):
             return self._internal()
-        _Reply(self, conversation, turn, app._fault("prompt") or marker_fault(turn.inputs)).run()
+        # In front of a real model server, its markers are the model server's to act on.
+        fault = app._fault("prompt") or (marker_fault(turn.inputs) if app.upstream is None else None)
+        _Reply(self, conversation, turn, fault).run()
 
     def _message_payload(self, body: bytes) -> dict[str, Any] | str | None:
         """The message's JSON; ``None`` if unreadable (a 500), a str for a 400."""
@@ -547,6 +550,8 @@ class _Reply(BodyWriter):
             self._update(_KEEPALIVE)
         if fault.status is not None:
             return self._fail(self._upstream_message(fault.status), status=fault.status)
+        if self.app.upstream is not None:
+            return self._relay()
         text = self._text()
         pieces = tokenize(text)
         if self._pause(self.app.first_token_delay) and self._stopped():
@@ -578,9 +583,96 @@ class _Reply(BodyWriter):
                 # (or a client that went away) sees the text so far.
                 with self.app._lock:
                     turn.reply["content"] = "".join(self.streamed)
+        self._finish()
+
+    # -- in front of a real model server (issue 20) -------------------------------------
+
+    def _relay(self) -> None:
+        """The model server's reply, relayed as the release relays it; its failures in band.
+
+        0.10 makes two generation attempts (its MCP flow, then plain generation), each
+        with the OpenAI SDK's retries of a 408/409/429/5xx or a failed connection; the
+        second attempt streams from the start again, so its tokens follow the first's.
+        """
+        attempts = 2 if self.era.upstream_status else 1
+        failure: tuple[str, int | None] = ("terminated", None)
+        for _ in range(attempts):
+            outcome = self._attempt()
+            if outcome is None:
+                return None
+            failure = outcome
+        return self._fail(failure[0], status=failure[1], attempted=True)
+
+    def _attempt(self) -> tuple[str, int | None] | None:
+        """One generation attempt: ``None`` once the reply ended (or was stopped), else its failure."""
+        openai = self.app.upstream_api == "openai"
+        tries = 3 if openai else 1  # the OpenAI SDK's maxRetries=2
+        for retry in range(tries):
+            call = Call(self._upstream_request(retry), read_timeout=self.app.upstream_timeout)
+            try:
+                outcome = self._stream_call(call)
+            finally:
+                call.close()
+            if outcome is None or outcome[2] is False or retry == tries - 1:
+                return None if outcome is None else (outcome[0], outcome[1])
+            if self._pause(0.5 * 2**retry) and self._stopped():  # the SDK's backoff
+                self._on_stop()
+                return None
+        return None
+
+    def _stream_call(self, call: Call) -> tuple[str, int | None, bool] | None:
+        """Relay one call: ``None`` once the reply ended or was stopped, else (message, status, retryable)."""
+        era, app = self.era, self.app
+        openai = app.upstream_api == "openai"
+        got_token = False
+        while True:
+            event = call.next(app.keepalive if era.keepalive else 0.1)
+            if self._stopped():
+                call.close()  # stop-generating cuts the model server's request (0.7, 0.10)
+                self._on_stop()
+                return None
+            if event is None:
+                if era.keepalive and time.monotonic() - self.last_keepalive >= app.keepalive:
+                    self.last_keepalive = time.monotonic()
+                    self._update(_KEEPALIVE)
+                continue
+            if event.kind == "token":
+                got_token = True
+                self.streamed.append(event.text)
+                self._token(event.text)
+                if era.tree:
+                    with app._lock:
+                        self.turn.reply["content"] = "".join(self.streamed)
+                continue
+            if event.kind == "end":
+                self._finish()
+                return None
+            if event.kind == "down":
+                # Node's fetch (0.7-0.9); the OpenAI SDK (0.10), which retries it.
+                return ("Connection error." if openai else "fetch failed"), None, openai
+            if event.kind == "died":
+                return "terminated", None, False
+            status = event.status
+            retryable = openai and not got_token and status is not None and (status in (408, 409, 429) or status >= 500)
+            return event.text, status, retryable
+
+    def _upstream_request(self, retry: int) -> Request:
+        app, conversation = self.app, self.conversation
+        if app.upstream_api == "openai":
+            messages = [{"role": "system", "content": conversation.preprompt}] if conversation.preprompt else []
+            messages += [{"role": m["from"], "content": m["content"]} for m in self.turn.history
+                         if m["from"] in ("user", "assistant")]
+            return openai_request(app.upstream or "", conversation.model, messages, key=app.upstream_key,
+                                  conversation_id=conversation.id, retry=retry)
+        # v0.9 sends no "options" (tests/data/upstream).
+        return tgi_request(app.upstream or "", self._model_prompt(), options=self.era.name in ("0.7", "0.8"),
+                           key=app.upstream_key)
+
+    def _finish(self) -> None:
+        """The reply is complete: title (0.9), store, finalAnswer."""
         self._flush()
         text = "".join(self.streamed)
-        if turn.first and era.title == "late":
+        if self.turn.first and self.era.title == "late":
             title = f"💬 {text}"
             self._update({"type": "title", "title": title})
             self._retitle(title)
@@ -600,10 +692,11 @@ class _Reply(BodyWriter):
         history = [m for m in self.turn.history if m["from"] != "system"]
         preprompt = self.conversation.preprompt
         if self.era.prompt_format == "h2ogpt":
+            # The model's userMessageToken and assistantMessageToken, and no end tokens: the real
+            # v0.7 sent "<|prompt|>Hello<|answer|>" (tests/data/upstream/chat-ui-v0.7.jsonl).
             out = [preprompt]
             for m in history:
-                tag = "<|prompt|>" if m["from"] == "user" else "<|answer|>"
-                out.append(f"{tag}{m['content']}<|endoftext|>")
+                out.append(f"{'<|prompt|>' if m['from'] == 'user' else '<|answer|>'}{m['content']}")
             return "".join(out) + "<|answer|>"
         out = [f"<|im_start|>system\n{preprompt}<|im_end|>\n"] if preprompt else []
         for m in history:
@@ -643,9 +736,15 @@ class _Reply(BodyWriter):
             return None
         self._final(text, interrupted=True)
 
-    def _fail(self, message: str, *, status: int | None = None) -> None:
+    def _fail(self, message: str, *, status: int | None = None, attempted: bool = False) -> None:
+        """The generation failed: end as the release does.
+
+        Args:
+            attempted: The attempts were made for real (a model server in front):
+                nothing more to act out.
+        """
         era = self.era
-        if era.upstream_status:
+        if era.upstream_status and not attempted:
             # 0.10 tries the upstream again (its MCP flow, then plain generation, the OpenAI SDK's
             # retries): keepAlive lines meanwhile, and a stream that died is streamed again first.
             if self.streamed:

@@ -37,7 +37,8 @@ def default_reply(prompt: str) -> str:
     """A short deterministic reply to the last user message of an h2ogpt-gm or ChatML prompt."""
     # The text after the last user marker: earlier turns are history, not the question.
     if _PROMPT in prompt:
-        last = prompt.rsplit(_PROMPT, 1)[-1].removesuffix(_END).strip()
+        # 0.4 ends a user turn with <|endoftext|>; 0.7's template has no end tokens (tests/data/upstream).
+        last = prompt.rsplit(_PROMPT, 1)[-1].removesuffix(_END).removesuffix("<|answer|>").strip()
     elif _CHATML_USER in prompt:
         last = prompt.rsplit(_CHATML_USER, 1)[-1].split(_CHATML_END, 1)[0].strip()
     else:

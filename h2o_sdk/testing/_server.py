@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ._http import Handler, HTTPServer
 from ._store import MODELS, Conversation, Fault, RateLimiter, Record, Reply, Session
+from ._upstream import APIS, list_models
 
 __all__ = ["MODELS", "PROTOCOLS", "ChatServer", "Fault", "Record", "serve"]
 
@@ -67,6 +68,9 @@ class ChatServer:
         faults: Sequence[Fault] = (),
         preprompt: str = "",
         upstream: str | None = None,
+        upstream_api: str | None = None,
+        upstream_key: str | None = None,
+        upstream_timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         protocol: str = "0.4",
         require_login: bool = False,
@@ -102,8 +106,23 @@ class ChatServer:
         self.rate_limit = rate_limit
         self.preprompt = preprompt
         if upstream is not None and urlsplit(upstream).scheme not in ("http", "https"):
-            raise ValueError(f"upstream must be an http(s) URL of a TGI /generate_stream, not {upstream!r}")
+            raise ValueError(f"upstream must be the http(s) URL of a model server, not {upstream!r}")
+        # Each release's own kind of model server unless told: TGI up to 0.9, OpenAI-compatible from 0.10.
+        self.upstream_api = upstream_api or ("openai" if protocol == "0.10" else "tgi")
+        if self.upstream_api not in APIS:
+            raise ValueError(f"upstream_api must be one of {', '.join(map(repr, APIS))}, not {upstream_api!r}")
+        if upstream is not None and protocol == "0.4" and self.upstream_api != "tgi":
+            raise ValueError("the 0.4 local server forwards to a TGI /generate_stream only (upstream_api='tgi'), "
+                             "as chat-ui 0.4 did")
         self.upstream = upstream
+        self.upstream_key = upstream_key
+        self.upstream_timeout = upstream_timeout  # seconds of a silent model server before it counts as gone
+        if upstream is not None and self.upstream_api == "openai":
+            # chat-ui 0.10 serves the models its OpenAI-compatible server lists (GET {url}/models).
+            with contextlib.suppress(OSError, ValueError):
+                listed = list_models(upstream, upstream_key)
+                if listed:
+                    self.models = tuple(listed)
         self._upstreams: set[http.client.HTTPConnection] = set()
         self.requests: list[Record] = []
         self.events_sent = 0
@@ -250,9 +269,16 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
             (an app path such as ``"/chat"``), ``hold_open`` (how long 0.7
             keeps a finished response open, at most), ``stop_poll`` and
             ``stop_ignore`` (0.4 notices a stop on a poll every 1 s and
-            ignores another stop of the conversation for 30 s), and ``upstream``: the
-            URL of a real TGI-compatible ``/generate_stream`` to forward
-            prompts to, as chat-ui did (``"0.4"`` only).
+            ignores another stop of the conversation for 30 s), and ``upstream``:
+            the URL of a real model server to forward prompts to, as the
+            release does: with ``upstream_api="tgi"`` (the default up to
+            ``"0.9"``) a TGI ``/generate_stream`` URL for ``"0.4"``, which passes
+            its answer through, or a TGI endpoint URL from ``"0.7"`` on, posted
+            to as ``@huggingface/inference`` does; with ``upstream_api="openai"``
+            (the default for ``"0.10"``) an OpenAI-compatible base URL such as
+            ``http://127.0.0.1:8000/v1`` (``POST /chat/completions``, and its
+            ``GET /models`` as the model list), with ``upstream_key`` as the
+            bearer token.
 
     Returns:
         The running :class:`ChatServer`.

@@ -1,0 +1,213 @@
+"""The local server in front of a real model server, in every family (issue 20), over real sockets.
+
+The model servers are the peer fakes the real chat-ui releases were run with (``tests/fakes``, copies of
+``shared/peer``), started as processes; what the real releases sent them is in ``tests/data/upstream``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from h2o_sdk import Client, GenerationError
+from h2o_sdk.testing import PROTOCOLS, ChatServer, serve
+
+FAKES = Path(__file__).parent / "fakes"
+RECORDED = Path(__file__).parent / "data" / "upstream"
+REPLY = "Hello! I am a fake h2oGPT. How can I help you today?"
+RELEASES = {"0.4": "v0.4", "0.7": "v0.7", "0.8": "v0.8.4", "0.9": "v0.9.4", "0.10": "v0.10.0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def model_server(kind: str, tmp_path: Path, delay: str = "0") -> Iterator[tuple[str, Path]]:
+    """A fake model server on a free loopback port: its URL, and the log of what it was sent."""
+    log = tmp_path / f"{kind}.jsonl"
+    script = "fake_tgi.py" if kind == "tgi" else "fake_openai.py"
+    prefix = "FAKE_TGI" if kind == "tgi" else "FAKE_OAI"
+    env = {**os.environ, f"{prefix}_LOG": str(log), f"{prefix}_TOKEN_DELAY": delay}
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, str(FAKES / script), str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def upstream_of(family: str, base: str) -> str:
+    """The URL each release is configured with: 0.4 TGI's /generate_stream, 0.7-0.9 the endpoint, 0.10 /v1."""
+    return {"0.4": base + "/generate_stream", "0.10": base + "/v1"}.get(family, base)
+
+
+def kind_of(family: str) -> str:
+    return "openai" if family == "0.10" else "tgi"
+
+
+def posts(log: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [entry for entry in lines if entry["method"] == "POST"]
+
+
+@pytest.fixture(params=PROTOCOLS)
+def family(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_a_conversation_in_front_of_the_model_server_sends_what_the_release_sent(family: str,
+                                                                                 tmp_path: Path) -> None:
+    kind = kind_of(family)
+    with model_server(kind, tmp_path) as (base, log), \
+            serve(protocol=family, pace=0, upstream=upstream_of(family, base)) as server, Client(server.url) as client:
+        with client.conversation() as conversation:
+            assert conversation.chat("Hello").text == REPLY
+            assert conversation.chat("And again").text == REPLY
+            assert [m["content"] for m in conversation.history] == ["Hello", REPLY, "And again", REPLY]
+    sent = posts(log)
+    recorded = [entry for entry in (json.loads(line) for line in
+                (RECORDED / f"chat-ui-{RELEASES[family]}.jsonl").read_text().splitlines())
+                if entry["method"] == "POST"]
+    assert [e["path"] for e in sent] == [e["path"] for e in recorded]  # same route, same number of calls
+    for ours, theirs in zip(sent, recorded, strict=True):
+        mine, real = json.loads(ours["body"]), json.loads(theirs["body"])
+        if family == "0.4":  # the client's own body, inputs replaced, as 0.4 forwards it
+            assert mine["inputs"] == real["inputs"]
+            continue
+        assert set(mine) == set(real)  # 0.9 drops "options"
+        if kind == "tgi":
+            assert mine["inputs"] == real["inputs"]  # the release's prompt template, byte for byte
+            assert mine["stream"] is True and mine["parameters"]["return_full_text"] is False
+            assert "stop_sequences" in mine["parameters"]
+        else:
+            assert mine["messages"] == real["messages"] and mine["stream"] is True
+            headers = {k.lower(): v for k, v in ours["headers"].items()}
+            assert headers["authorization"].startswith("Bearer ")
+            assert headers["chatui-conversation-id"] == conversation.id
+
+
+FAILURES = {  # the fakes' marker -> what the client raises (0.7 on: in band)
+    "http500": "Request failed during generation: Server error: CUDA out of memory",
+    "stream-error": "Request failed during generation: Server error: CUDA out of memory",
+    "die": "terminated",
+}
+
+
+@pytest.mark.parametrize("marker", FAILURES)
+def test_a_model_server_failure_is_relayed_in_band(family: str, marker: str, tmp_path: Path) -> None:
+    if family == "0.4":
+        pytest.skip("0.4 passes the model server's status and body through (tests/test_upstream.py)")
+    kind = kind_of(family)
+    with model_server(kind, tmp_path) as (base, log), \
+            serve(protocol=family, pace=0, upstream=upstream_of(family, base)) as server, Client(server.url) as client:
+        with pytest.raises(GenerationError) as caught:
+            client.chat(f"Hello [[tgi:{marker}]]")
+        assert FAILURES[marker] in str(caught.value)
+        if family == "0.10" and marker == "http500":
+            assert caught.value.status_code == 500 and str(caught.value).startswith("500 ")
+            assert len(posts(log)) == 6  # two generation attempts of three tries each, as the real 0.10
+        if family == "0.10" and marker == "die":
+            assert len(posts(log)) == 2  # the second attempt streams again from the start
+        assert client.wait_cleanup()
+        assert server.live_conversations == 0
+
+
+def test_a_model_server_that_is_down_is_an_in_band_error(family: str, tmp_path: Path) -> None:
+    if family == "0.4":
+        pytest.skip("0.4 answers 500 Internal Error (tests/test_upstream.py)")
+    url = upstream_of(family, f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    with serve(protocol=family, pace=0, upstream=url) as server, Client(server.url) as client:
+        with pytest.raises(GenerationError, match="Connection error." if family == "0.10" else "fetch failed"):
+            client.chat("Hello")
+        assert client.wait_cleanup()
+        assert server.live_conversations == 0
+
+
+@pytest.mark.parametrize("family_", ["0.7", "0.10"])
+def test_stop_generating_cuts_the_model_servers_request(family_: str, tmp_path: Path) -> None:
+    kind = kind_of(family_)
+    with model_server(kind, tmp_path, delay="0.3") as (base, _), \
+            serve(protocol=family_, pace=0, upstream=upstream_of(family_, base)) as server, \
+            Client(server.url) as client:
+        with client.conversation() as conversation:
+            stream = conversation.stream("Tell me [[tgi:slow]]")
+            pieces = []
+            for text in stream:
+                pieces.append(text)
+                if len(pieces) == 2:
+                    break
+            stream.close()
+            reply = conversation.history[-1]["content"]
+            assert reply and reply != REPLY and REPLY.startswith(reply.strip())  # what it had when it stopped
+
+
+def test_the_model_list_of_an_openai_compatible_server(tmp_path: Path) -> None:
+    with model_server("openai", tmp_path) as (base, _), \
+            serve(protocol="0.10", pace=0, upstream=base + "/v1", models=["some/other-model"]) as server, \
+            Client(server.url) as client:
+        assert client.models() == ["h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"]  # GET /v1/models, as 0.10
+
+
+@pytest.mark.parametrize(("family_", "api"), [("0.8", "openai"), ("0.10", "tgi")])
+def test_either_kind_of_model_server_for_any_family_from_0_7(family_: str, api: str, tmp_path: Path) -> None:
+    with model_server(api, tmp_path) as (base, log), \
+            serve(protocol=family_, pace=0, upstream=base + "/v1" if api == "openai" else base,
+                  upstream_api=api) as server, Client(server.url) as client:
+        assert client.chat("Hello").text == REPLY
+    assert posts(log)[0]["path"] == ("/v1/chat/completions" if api == "openai" else "/")
+
+
+def test_an_upstream_kind_or_url_that_cannot_work_is_refused() -> None:
+    with pytest.raises(ValueError, match="upstream_api"):
+        ChatServer(upstream="http://127.0.0.1:9", upstream_api="grpc", protocol="0.8")
+    with pytest.raises(ValueError, match="TGI"):
+        ChatServer(upstream="http://127.0.0.1:9/v1", upstream_api="openai", protocol="0.4")
+    with pytest.raises(ValueError, match="http"):
+        ChatServer(upstream="ftp://127.0.0.1:9", protocol="0.10")
+
+
+def test_a_silent_model_server_never_hangs_the_local_server(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with serve(protocol="0.9", pace=0, upstream=url, upstream_timeout=0.5) as server, \
+                Client(server.url) as client, pytest.raises(GenerationError, match="terminated"):
+            client.chat("Hello")
+    finally:
+        stop.set()
+        thread.join()
+        for sock in accepted:
+            sock.close()
+        listener.close()
