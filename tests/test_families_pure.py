@@ -72,7 +72,8 @@ MODELS = [{"id": "org/model", "name": "org/model"}]
     (PROBES[2], 405, {"content-type": "text/plain"}, "Method Not Allowed", None),  # a gateway's 405 to all
     (PROBES[2], 404, *SVELTE_404, None),  # a SvelteKit page, but whose app root is not known
     (PROBES[2], 404, {"content-type": "text/html"}, '<link href="../../_app/immutable/x.css">', "0.7"),
-    (PROBES[2], 404, {"content-type": "text/html"}, '<script>__sveltekit_1 = {base: new URL("../..", location)}</script>', "0.7"),
+    (PROBES[2], 404, {"content-type": "text/html"}, '<script>__sveltekit_1 = {base: new URL("../..", location)}',
+     "0.7"),
     (PROBES[2], 404, {"content-type": "text/html", "x-sveltekit-page": "true"}, '{base: ""}', "0.7"),
     (PROBES[2], 404, {"content-type": "text/html", "x-sveltekit-page": "true"}, '{base: "/chat"}', None),
     (PROBES[2], 404, *NGINX_404, None),  # a plain 404 page: no chat-ui

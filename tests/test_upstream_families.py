@@ -78,11 +78,11 @@ def test_a_conversation_in_front_of_the_model_server_sends_what_the_release_sent
                                                                                  tmp_path: Path) -> None:
     kind = kind_of(family)
     with model_server(kind, tmp_path) as (base, log), \
-            serve(protocol=family, pace=0, upstream=upstream_of(family, base)) as server, Client(server.url) as client:
-        with client.conversation() as conversation:
-            assert conversation.chat("Hello").text == REPLY
-            assert conversation.chat("And again").text == REPLY
-            assert [m["content"] for m in conversation.history] == ["Hello", REPLY, "And again", REPLY]
+            serve(protocol=family, pace=0, upstream=upstream_of(family, base)) as server, \
+            Client(server.url) as client, client.conversation() as conversation:
+        assert conversation.chat("Hello").text == REPLY
+        assert conversation.chat("And again").text == REPLY
+        assert [m["content"] for m in conversation.history] == ["Hello", REPLY, "And again", REPLY]
     sent = posts(log)
     recorded = [entry for entry in (json.loads(line) for line in
                 (RECORDED / f"chat-ui-{RELEASES[family]}.jsonl").read_text().splitlines())
@@ -147,17 +147,16 @@ def test_stop_generating_cuts_the_model_servers_request(family_: str, tmp_path: 
     kind = kind_of(family_)
     with model_server(kind, tmp_path, delay="0.3") as (base, _), \
             serve(protocol=family_, pace=0, upstream=upstream_of(family_, base)) as server, \
-            Client(server.url) as client:
-        with client.conversation() as conversation:
-            stream = conversation.stream("Tell me [[tgi:slow]]")
-            pieces = []
-            for text in stream:
-                pieces.append(text)
-                if len(pieces) == 2:
-                    break
-            stream.close()
-            reply = conversation.history[-1]["content"]
-            assert reply and reply != REPLY and REPLY.startswith(reply.strip())  # what it had when it stopped
+            Client(server.url) as client, client.conversation() as conversation:
+        stream = conversation.stream("Tell me [[tgi:slow]]")
+        pieces = []
+        for text in stream:
+            pieces.append(text)
+            if len(pieces) == 2:
+                break
+        stream.close()
+        reply = conversation.history[-1]["content"]
+        assert reply and reply != REPLY and REPLY.startswith(reply.strip())  # what it had when it stopped
 
 
 def test_the_model_list_of_an_openai_compatible_server(tmp_path: Path) -> None:
