@@ -9,9 +9,12 @@ Example::
         print(client.chat("Hi"))
         server.inject(Fault(drop_after=3))   # the next prompt's stream breaks
 
-It binds 127.0.0.1 by default and speaks the chat-ui 0.4 + TGI protocol of
-``shared/protocol.md``. It is written from that contract with its own literals
-and never imports the client's protocol code.
+It binds 127.0.0.1 by default and speaks the chat-ui protocol of every era the
+SDK speaks (``serve(protocol="0.4")``, the default, up to ``"0.10"``), written from
+``shared/protocol.md``, ``shared/protocol-eras.md`` and the captures of the real
+releases with its own literals; it never imports the client's code. In front
+of a real model server (``serve(upstream=...)``) it relays that server's reply
+as each release does.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -4,7 +4,8 @@ Written from ``shared/protocol.md`` and ``shared/protocol-eras.md`` with its
 own literals: it never imports the client's modules, so it cannot share the
 client's bugs. The HTTP plumbing, sessions, storage and faults are shared
 (``_http``, ``_store``); each family's hook, routes and stream writer live in
-their own module (``_v04``; ``_jsonl`` and the tables of ``_v07`` ... ``_v010``).
+their own module (``_v04``; ``_jsonl``, driven by the data tables of ``_era``
+filled in ``_v07`` ... ``_v010``); calls to a real model server are in ``_upstream``.
 """
 
 from __future__ import annotations
