@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +10,8 @@ import pytest
 
 from h2o_sdk import APITimeoutError, Client, H2oError, ProtocolError, Timeout
 from h2o_sdk.testing import PROTOCOLS, serve
+
+from .helpers import silent_server
 
 NGINX_404 = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1>"
              b"</center>\r\n<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n")
@@ -81,34 +82,11 @@ def test_a_url_deeper_than_the_app_names_its_root(family: str) -> None:
 
 
 def test_a_server_that_never_answers_ends_detection_at_its_deadline_without_retries() -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with silent_server() as (url, accepted):
         with Client(url, timeout=Timeout(connect=2, read=0.3)) as client, \
                 pytest.raises(APITimeoutError, match="did not answer GET /api/v2/feature-flags"):
             client.detect_protocol()
         assert len(accepted) == 1  # one probe, not retried after its read timeout
-    finally:
-        stop.set()
-        thread.join()
-        for sock in accepted:
-            sock.close()
-        listener.close()
 
 
 @pytest.mark.parametrize("family", PROTOCOLS)

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ import pytest
 
 from h2o_sdk import Client, GenerationError
 from h2o_sdk.testing import PROTOCOLS, ChatServer, serve
+
+from .helpers import silent_server
 
 FAKES = Path(__file__).parent / "fakes"
 RECORDED = Path(__file__).parent / "data" / "upstream"
@@ -184,29 +185,7 @@ def test_an_upstream_kind_or_url_that_cannot_work_is_refused() -> None:
         ChatServer(upstream="ftp://127.0.0.1:9", protocol="0.10")
 
 
-def test_a_silent_model_server_never_hangs_the_local_server(tmp_path: Path) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                accepted.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        with serve(protocol="0.9", pace=0, upstream=url, upstream_timeout=0.5) as server, \
-                Client(server.url) as client, pytest.raises(GenerationError, match="terminated"):
-            client.chat("Hello")
-    finally:
-        stop.set()
-        thread.join()
-        for sock in accepted:
-            sock.close()
-        listener.close()
+def test_a_silent_model_server_never_hangs_the_local_server() -> None:
+    with silent_server() as (url, _), serve(protocol="0.9", pace=0, upstream=url, upstream_timeout=0.5) as server, \
+            Client(server.url) as client, pytest.raises(GenerationError, match="terminated"):
+        client.chat("Hello")
