@@ -179,8 +179,6 @@ def test_either_kind_of_model_server_for_any_family_from_0_7(family_: str, api: 
 def test_an_upstream_kind_or_url_that_cannot_work_is_refused() -> None:
     with pytest.raises(ValueError, match="upstream_api"):
         ChatServer(upstream="http://127.0.0.1:9", upstream_api="grpc", protocol="0.8")
-    with pytest.raises(ValueError, match="TGI"):
-        ChatServer(upstream="http://127.0.0.1:9/v1", upstream_api="openai", protocol="0.4")
     with pytest.raises(ValueError, match="http"):
         ChatServer(upstream="ftp://127.0.0.1:9", protocol="0.10")
 
@@ -189,3 +187,56 @@ def test_a_silent_model_server_never_hangs_the_local_server() -> None:
     with silent_server() as (url, _), serve(protocol="0.9", pace=0, upstream=url, upstream_timeout=0.5) as server, \
             Client(server.url) as client, pytest.raises(GenerationError, match="terminated"):
         client.chat("Hello")
+
+
+def test_0_4_in_front_of_an_openai_compatible_server_speaks_tgi_to_the_client(tmp_path: Path) -> None:
+    from h2o_sdk import InternalServerError
+
+    with model_server("openai", tmp_path) as (base, log), \
+            serve(protocol="0.4", pace=0, upstream=base + "/v1", upstream_api="openai") as server, \
+            Client(server.url) as client:
+        reply = client.chat("Hello")
+        assert reply.text == REPLY and reply.tokens[-1].special  # TGI events, as 0.4 passes them on
+        with pytest.raises(InternalServerError, match="CUDA out of memory"):  # the status, passed through
+            client.chat("Hello [[oai:http500]]")
+        assert client.wait_cleanup()
+        assert server.live_conversations == 0
+    assert posts(log)[0]["path"] == "/v1/chat/completions"
+
+
+def test_the_models_parameters_and_a_chat_template_of_ones_own(tmp_path: Path) -> None:
+    def template(messages: list[dict[str, str]]) -> str:
+        return "".join(f"[{m['role']}] {m['content']}\n" for m in messages) + "[assistant] "
+
+    with model_server("tgi", tmp_path) as (base, log), \
+            serve(protocol="0.8", pace=0, upstream=base, chat_template=template,
+                  model_parameters={"temperature": 0.3, "stop": ["</s>"]}) as server, \
+            Client(server.url) as client:
+        assert client.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]).text
+    body = json.loads(posts(log)[0]["body"])
+    assert body["inputs"] == "[system] Be brief.\n[user] Hi\n[assistant] "
+    assert body["parameters"] == {"temperature": 0.3, "stop": ["</s>"], "stop_sequences": ["</s>"],
+                                  "return_full_text": False}
+
+
+@pytest.mark.parametrize("family_", ["0.8", "0.9"])
+def test_0_8_and_0_9_ignore_a_stop_and_store_the_whole_reply(family_: str, tmp_path: Path) -> None:
+    import time
+
+    with model_server("tgi", tmp_path, delay="0.05") as (base, _), \
+            serve(protocol=family_, pace=0, upstream=base) as server, Client(server.url) as client, \
+            client.conversation(keep=True) as conversation:
+        for _ in conversation.stream("Tell me"):
+            break  # a stop the release ignores: it goes on and stores the whole reply
+        assert conversation.id is not None
+        end = time.monotonic() + 10
+        stored = None
+        while time.monotonic() < end:
+            found = server.conversation(conversation.id)
+            stored = found["messages"][-1]["content"] if found else None
+            if stored == REPLY:
+                break
+            time.sleep(0.05)
+        assert stored == REPLY
+        client._operations.delete(conversation.id)  # kept: tidy up
+        assert client.wait_cleanup()

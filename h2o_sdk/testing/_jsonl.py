@@ -666,7 +666,7 @@ class _Reply(BodyWriter):
                                   conversation_id=conversation.id, retry=retry)
         # v0.9 sends no "options" (tests/data/upstream).
         return tgi_request(app.upstream or "", self._model_prompt(), options=self.era.name in ("0.7", "0.8"),
-                           key=app.upstream_key)
+                           key=app.upstream_key, parameters=app.model_parameters)
 
     def _finish(self) -> None:
         """The reply is complete: title (0.9), store, finalAnswer."""
@@ -691,6 +691,10 @@ class _Reply(BodyWriter):
         """The prompt chat-ui builds: the model's legacy tokens in 0.7, ChatML from 0.8 (captures' fake logs)."""
         history = [m for m in self.turn.history if m["from"] != "system"]
         preprompt = self.conversation.preprompt
+        if self.app.chat_template is not None:
+            messages = [{"role": "system", "content": preprompt}] if preprompt else []
+            messages += [{"role": m["from"], "content": m["content"]} for m in history]
+            return str(self.app.chat_template(messages))
         if self.era.prompt_format == "h2ogpt":
             # The model's userMessageToken and assistantMessageToken, and no end tokens: the real
             # v0.7 sent "<|prompt|>Hello<|answer|>" (tests/data/upstream/chat-ui-v0.7.jsonl).

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +72,8 @@ class ChatServer:
         upstream_api: str | None = None,
         upstream_key: str | None = None,
         upstream_timeout: float = 60.0,
+        model_parameters: Mapping[str, Any] | None = None,
+        chat_template: Callable[[Sequence[Mapping[str, str]]], str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         protocol: str = "0.4",
         require_login: bool = False,
@@ -112,12 +114,13 @@ class ChatServer:
         self.upstream_api = upstream_api or ("openai" if protocol == "0.10" else "tgi")
         if self.upstream_api not in APIS:
             raise ValueError(f"upstream_api must be one of {', '.join(map(repr, APIS))}, not {upstream_api!r}")
-        if upstream is not None and protocol == "0.4" and self.upstream_api != "tgi":
-            raise ValueError("the 0.4 local server forwards to a TGI /generate_stream only (upstream_api='tgi'), "
-                             "as chat-ui 0.4 did")
         self.upstream = upstream
         self.upstream_key = upstream_key
         self.upstream_timeout = upstream_timeout  # seconds of a silent model server before it counts as gone
+        # The model's configured generation parameters, sent to a TGI model server as 0.7-0.9 send them,
+        # and a prompt template of the caller's (chat-ui's chatPromptTemplate) in place of the release's own.
+        self.model_parameters = dict(model_parameters or {})
+        self.chat_template = chat_template
         if upstream is not None and self.upstream_api == "openai":
             # chat-ui 0.10 serves the models its OpenAI-compatible server lists (GET {url}/models).
             with contextlib.suppress(OSError, ValueError):
@@ -279,7 +282,13 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
             (the default for ``"0.10"``) an OpenAI-compatible base URL such as
             ``http://127.0.0.1:8000/v1`` (``POST /chat/completions``, and its
             ``GET /models`` as the model list), with ``upstream_key`` as the
-            bearer token.
+            bearer token; ``model_parameters`` (the model's generation
+            parameters, sent to a TGI model server from ``"0.7"`` on as the
+            release sends them), ``chat_template`` (a function of the
+            ``{"role", "content"}`` messages, the system prompt first, that
+            makes the prompt in place of the release's template, as
+            ``chatPromptTemplate`` does) and ``upstream_timeout`` (seconds a
+            silent model server may take before it counts as gone).
 
     Returns:
         The running :class:`ChatServer`.

@@ -36,6 +36,7 @@ from ._store import (
     marker_reply,
     now_iso,
 )
+from ._upstream import Call, Event, openai_request
 
 _END_TEXT, _END_ID = "<|endoftext|>", 11
 _GATE_EXEMPT = ("/settings", "/login", "/admin")
@@ -207,7 +208,8 @@ class Handler04(ConversationRoutes):
             inputs, options = _validate_prompt(payload)
         except (ValueError, KeyError, TypeError):
             return self._route_error(500, _INTERNAL)
-        fault = app._fault("prompt") or marker_fault(inputs)
+        # In front of a real model server, its markers are the model server's to act on.
+        fault = app._fault("prompt") or (marker_fault(inputs) if app.upstream is None else None)
         if self._fault_status(fault, tgi=True):
             return None
         history = list(conversation.messages)
@@ -220,6 +222,8 @@ class Handler04(ConversationRoutes):
                 "updatedAt": stamp}
         prompt = _build_prompt(app.preprompt, [*history, user])
         turn = _Turn(self, conversation, history, user, options, prompt)
+        if app.upstream is not None and app.upstream_api == "openai":
+            return _Translate(turn).run()
         if app.upstream is not None:
             return _Forward(turn, payload).run()
         parameters = payload.get("parameters")
@@ -524,6 +528,78 @@ class _Forward:
         handler.wfile.write(b"0\r\n\r\n")
 
 
+
+
+class _Translate:
+    """0.4 in front of an OpenAI-compatible model server (no real 0.4 could be): its chunks
+    are written as the TGI token events 0.4 passes through, its error status and message
+    as TGI's error body, and a stop cuts both streams, as with TGI."""
+
+    def __init__(self, turn: _Turn) -> None:
+        self.turn = turn
+        self.handler = turn.handler
+        self.app = turn.handler.app
+        self.conversation = turn.conversation
+
+    def run(self) -> None:
+        app, turn, handler, conversation = self.app, self.turn, self.handler, self.conversation
+        messages = [{"role": "system", "content": app.preprompt}] if app.preprompt else []
+        messages += [{"role": m["from"], "content": m["content"]} for m in [*turn.history, turn.user]]
+        call = Call(openai_request(app.upstream or "", conversation.model, messages, key=app.upstream_key,
+                                   conversation_id=conversation.id), read_timeout=app.upstream_timeout)
+        try:
+            event = call.next(app.upstream_timeout)
+            if event is None or event.kind in ("down", "died"):
+                return handler._route_error(500, _INTERNAL)  # as 0.4 with its model server down (2.8)
+            if event.kind == "error" and event.status is not None:
+                return handler._json(event.status, {"error": event.text, "error_type": "generation"})
+            conversation.stopped = False
+            conversation.wake.clear()
+            handler._record(200)
+            handler.send_response(200)
+            handler.send_header("content-type", "text/event-stream")
+            handler.send_header("set-cookie", handler._cookie_header())
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            self._relay(call, event)
+        finally:
+            call.close()
+
+    def _relay(self, call: Call, event: Event | None) -> None:
+        handler, conversation = self.handler, self.conversation
+        parts: list[str] = []
+        while True:
+            if conversation.wake.is_set() or self.app._stopping.is_set():
+                handler.close_connection = True  # cut without the terminating chunk
+                if conversation.stopped:
+                    self.turn.save("".join(parts))
+                return
+            if event is None:
+                event = call.next(0.1)
+                continue
+            if event.kind == "token":
+                parts.append(event.text)
+                self._event({"token": {"id": token_id(event.text), "text": event.text, "logprob": 0.0,
+                                       "special": False}, "generated_text": None, "details": None})
+            elif event.kind == "end":
+                text = "".join(parts)
+                self._event({"token": {"id": _END_ID, "text": _END_TEXT, "logprob": 0.0, "special": True},
+                             "generated_text": text, "details": None})
+                self.turn.save(text)
+                handler.wfile.write(b"0\r\n\r\n")
+                return
+            elif event.kind == "error":
+                self._event({"error": event.text, "error_type": "generation"})
+                handler.wfile.write(b"0\r\n\r\n")
+                return
+            else:  # the model server died: so does the stream, without its end (2.8)
+                handler.close_connection = True
+                return
+            event = None
+
+    def _event(self, obj: Mapping[str, Any]) -> None:
+        data = b"data:" + dumps(obj) + b"\n\n"
+        self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
 
 def _validate_prompt(payload: Any) -> tuple[str, Mapping[str, Any]]:
