@@ -28,10 +28,13 @@ def clean_text(text: str, raw: str) -> str:
 
     JSON can carry them (``"\\ud800"`` is valid JSON) but no encoder can write
     them, so one would break the caller's ``print()`` (issue 18.3). Only a
-    ``\\u`` escape in ``raw``, the JSON it came from, can make one: the check
-    costs the per-token path one substring search.
+    ``\\u`` escape in ``raw``, the JSON it came from, can make one, and only in
+    a text that is not ASCII: for an ASCII token (``isascii()`` reads a flag)
+    the per-token path pays nothing more.
     """
-    return _LONE_SURROGATE.sub("\ufffd", text) if "\\u" in raw else text
+    if text.isascii() or "\\u" not in raw:
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def conversation_path(conversation_id: str) -> str:

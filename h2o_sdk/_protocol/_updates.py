@@ -53,12 +53,13 @@ def parse_update(line: str) -> tuple[int, Any]:
         token = update.get("token")
         if not isinstance(token, str):
             raise ProtocolError(f"a stream update without a token: {line[:_SHOWN]!r}")
-        return STREAM, clean_text(token.rstrip("\x00"), line)
+        piece = token.rstrip("\x00")
+        return STREAM, piece if piece.isascii() else clean_text(piece, line)
     if kind == "finalAnswer":
         text = update.get("text")
         if not isinstance(text, str):
             raise ProtocolError(f"a finalAnswer without its text: {line[:_SHOWN]!r}")
-        return FINAL, {**update, "text": clean_text(text, line)} if "\\u" in line else update
+        return FINAL, update if text.isascii() else {**update, "text": clean_text(text, line)}
     if kind == "status":
         status = update.get("status")
         if status == "error":

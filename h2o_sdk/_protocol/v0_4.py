@@ -168,10 +168,10 @@ def parse_event(data: str) -> tuple[Token, Mapping[str, Any] | None]:
     final = event.get("generated_text")
     if final is not None and not isinstance(final, str):
         raise ProtocolError(f"a stream event whose generated_text is no string: {data[:200]!r}")
-    if "\\u" in data:
+    if not token.text.isascii():
         token = Token(token.id, clean_text(token.text, data), token.logprob, token.special)
-        if final is not None:
-            event = {**event, "generated_text": clean_text(final, data)}
+    if final is not None and not final.isascii():
+        event = {**event, "generated_text": clean_text(final, data)}
     return token, (event if final is not None else None)
 
 
