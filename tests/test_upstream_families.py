@@ -240,3 +240,26 @@ def test_0_8_and_0_9_ignore_a_stop_and_store_the_whole_reply(family_: str, tmp_p
         assert stored == REPLY
         client._operations.delete(conversation.id)  # kept: tidy up
         assert client.wait_cleanup()
+
+
+@pytest.mark.parametrize("family_", ["0.9", "0.10"])
+def test_keepalive_lines_go_on_while_the_model_server_is_slow(family_: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import h2o_sdk._stream as stream_module
+
+    seen: list[str] = []
+    reader = stream_module.json_lines
+
+    def tap(chunks: Any, max_line_size: int = stream_module.DEFAULT_MAX_EVENT_SIZE) -> Iterator[str]:
+        for line in reader(chunks, max_line_size):
+            seen.append(json.loads(line).get("status") or json.loads(line)["type"])
+            yield line
+
+    monkeypatch.setattr(stream_module, "json_lines", tap)
+    kind = kind_of(family_)
+    with model_server(kind, tmp_path, delay="0.25") as (base, _), \
+            serve(protocol=family_, pace=0, upstream=upstream_of(family_, base)) as server, \
+            Client(server.url) as client:
+        assert client.chat("Hello").text == REPLY
+    first = seen.index("stream")
+    assert "keepAlive" in seen[first:]  # between the tokens, on the release's timer

@@ -547,7 +547,10 @@ class _Reply(BodyWriter):
             self._retitle(turn.inputs)
         if era.keepalive:
             self.last_keepalive = time.monotonic()
-            self._update(_KEEPALIVE)
+            if self.app.upstream is None:
+                # In front of a model server keepAlive runs on its timer only, as the real release's
+                # does (no keepAlive before a quick first token: v0.9.4 and v0.10.0 in front of the fakes).
+                self._update(_KEEPALIVE)
         if fault.status is not None:
             return self._fail(self._upstream_message(fault.status), status=fault.status)
         if self.app.upstream is not None:
@@ -631,10 +634,11 @@ class _Reply(BodyWriter):
                 call.close()  # stop-generating cuts the model server's request (0.7, 0.10)
                 self._on_stop()
                 return None
+            if era.keepalive and time.monotonic() - self.last_keepalive >= app.keepalive:
+                # On the release's timer, between tokens too (the real v0.9.4 and v0.10.0 in front of a model).
+                self.last_keepalive = time.monotonic()
+                self._update(_KEEPALIVE)
             if event is None:
-                if era.keepalive and time.monotonic() - self.last_keepalive >= app.keepalive:
-                    self.last_keepalive = time.monotonic()
-                    self._update(_KEEPALIVE)
                 continue
             if event.kind == "token":
                 got_token = True
@@ -766,9 +770,9 @@ class _Reply(BodyWriter):
             update["statusCode"] = status
         if era.name == "0.9" and self.turn.first:
             self._update({"type": "title", "title": "New Chat"})
-        self._update(update)
         text = "".join(self.streamed)
-        self._save(text)
+        self._save(text)  # before the error goes out: a client reading back at once sees what was kept
+        self._update(update)
         if era.after_error == "nothing":
             return self._end()
         self._flush()
