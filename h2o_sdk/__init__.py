@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, format_prompt
     from ._provider import H2o
     from ._stream import Stream
-    from ._types import Reply, Timeout, Token
+    from ._types import ConversationInfo, Reply, Timeout, Token
 
 logging.getLogger("h2o_sdk").addHandler(logging.NullHandler())
 
@@ -65,7 +65,7 @@ _MODULES = {
     **dict.fromkeys(("DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "format_prompt"), "_protocol"),
     "H2o": "_provider",
     "Stream": "_stream",
-    **dict.fromkeys(("Reply", "Timeout", "Token"), "_types"),
+    **dict.fromkeys(("ConversationInfo", "Reply", "Timeout", "Token"), "_types"),
 }
 
 
@@ -95,6 +95,7 @@ __all__ = [
     "BadRequestError",
     "Client",
     "Conversation",
+    "ConversationInfo",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
@@ -26,7 +26,7 @@ from ._http import Session
 from ._protocol import DEFAULT_BASE_URL, Messages
 from ._resource import AsyncResource
 from ._stream import Stream
-from ._types import Reply, Timeout, Token
+from ._types import ConversationInfo, Reply, Timeout, Token
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -133,9 +133,27 @@ class AsyncClient(AsyncResource):
         """
         return await _finish(self.stream(messages, model=model, keep_tokens=keep_tokens, **parameters))
 
-    def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> AsyncConversation:
-        """Start a multi-turn conversation: the async twin of :meth:`Client.conversation`."""
-        return AsyncConversation(self.client.conversation(model=model, keep=keep, **parameters), self)
+    def conversation(
+        self, *, id: str | None = None, model: str | None = None, keep: bool = False,
+        system_prompt: str | None = None, **parameters: Any,
+    ) -> AsyncConversation:
+        """Start a multi-turn conversation, or open one the server has: the twin of :meth:`Client.conversation`.
+
+        An existing one (``id=``) is read back when it is entered (``async with``)
+        or awaited (``conversation = await client.conversation(id=...)``).
+        """
+        if id is None:
+            return AsyncConversation(self.client.conversation(model=model, keep=keep, system_prompt=system_prompt,
+                                                              **parameters), self)
+        if not isinstance(id, str) or not id.strip():
+            raise ValueError(f"id must be a conversation id, not {id!r}")
+        if system_prompt is not None:
+            raise ValueError("an existing conversation keeps its own system prompt: pass id or system_prompt")
+        return AsyncConversation(self.client.conversation(model=model, keep=True, **parameters), self, opening=id)
+
+    async def conversations(self, limit: int | None = None) -> list[ConversationInfo]:
+        """The session's conversations on the server (see :meth:`Client.conversations`)."""
+        return await anyio.to_thread.run_sync(self.client.conversations, limit)
 
     async def aclose(self) -> None:
         """Clean up what the client started and close its connections (idempotent).
@@ -190,34 +208,73 @@ class AsyncConversation(AsyncResource):
                 print(text, end="")
     """
 
-    def __init__(self, conversation: Conversation, client: AsyncClient) -> None:
+    def __init__(self, conversation: Conversation, client: AsyncClient, *, opening: str | None = None) -> None:
         self._conversation = conversation
         self._client = client
+        self._opening = opening  # an existing conversation, read back when entered or awaited
+
+    async def _open(self) -> AsyncConversation:
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            await anyio.to_thread.run_sync(self._conversation._open_existing, opening)
+        return self
+
+    def __await__(self) -> Generator[Any, None, AsyncConversation]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncConversation:
+        return await self._open()
+
+    def _opened(self) -> Conversation:
+        if self._opening is not None:
+            raise ValueError("open the conversation first: async with client.conversation(id=...), or await it")
+        return self._conversation
 
     @property
     def id(self) -> str | None:
         """The server conversation's id; ``None`` until the first turn."""
-        return self._conversation.id
+        return self._conversation.id or self._opening
+
+    @property
+    def title(self) -> str | None:
+        """The conversation's title (see :attr:`Conversation.title`)."""
+        return self._opened().title
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The conversation's system prompt (see :attr:`Conversation.system_prompt`)."""
+        return self._opened().system_prompt
+
+    async def rename(self, title: str) -> None:
+        """Give the server conversation a new title (see :meth:`Conversation.rename`)."""
+        await anyio.to_thread.run_sync(self._opened().rename, title)
+
+    async def delete(self) -> None:
+        """Delete the server conversation now (see :meth:`Conversation.delete`)."""
+        self._opening = None
+        await anyio.to_thread.run_sync(self._conversation.delete)
 
     @property
     def history(self) -> list[dict[str, str]]:
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
-        return self._conversation.history
+        return self._opened().history
 
     def stream(self, text: str, *, keep_tokens: bool | None = False, **parameters: Any) -> AsyncStream:
         """Send the next user message and stream the reply."""
-        return AsyncStream(self._conversation.stream(text, keep_tokens=keep_tokens, **parameters), self._client)
+        return AsyncStream(self._opened().stream(text, keep_tokens=keep_tokens, **parameters), self._client)
 
     async def chat(self, text: str, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Send the next user message and wait for the whole reply."""
+        await self._open()
         return await _finish(self.stream(text, keep_tokens=keep_tokens, **parameters))
 
     def retry_stream(self, *, keep_tokens: bool | None = False, **parameters: Any) -> AsyncStream:
         """Regenerate the last reply, streaming it."""
-        return AsyncStream(self._conversation.retry_stream(keep_tokens=keep_tokens, **parameters), self._client)
+        return AsyncStream(self._opened().retry_stream(keep_tokens=keep_tokens, **parameters), self._client)
 
     async def retry(self, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
+        await self._open()
         return await _finish(self.retry_stream(keep_tokens=keep_tokens, **parameters))
 
     async def aclose(self) -> None:

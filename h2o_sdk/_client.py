@@ -25,7 +25,7 @@ from ._protocol import Family, Messages, Prompt
 from ._resource import Resource
 from ._session import ServerSession
 from ._stream import DEFAULT_MAX_EVENT_SIZE, Stream
-from ._types import DEFAULT_TIMEOUT, Reply, Timeout
+from ._types import DEFAULT_TIMEOUT, ConversationInfo, Reply, Timeout
 
 __all__ = ["Client"]
 
@@ -206,30 +206,70 @@ class Client(Resource):
         turn = Turn(self._operations, model=model, build=build)
         return Stream(turn, max_event_size=self.max_event_size, keep_tokens=keep_tokens)
 
-    def conversation(self, *, model: str | None = None, keep: bool = False, **parameters: Any) -> Conversation:
-        """Start a multi-turn conversation kept on the server.
+    def conversation(
+        self, *, id: str | None = None, model: str | None = None, keep: bool = False,
+        system_prompt: str | None = None, **parameters: Any,
+    ) -> Conversation:
+        """Start a multi-turn conversation kept on the server, or open one the server has.
 
         Args:
+            id: A server conversation of this session to continue (see
+                :meth:`conversations`): its history, title and system prompt
+                are read back now, and it is never deleted on close
+                (``keep=True`` is implied; :meth:`Conversation.delete` deletes it).
             model: The model id; the client's ``model`` when omitted.
             keep: Leave the server conversation in place when it is closed.
+            system_prompt: The conversation's system prompt: its ``preprompt``
+                from chat-ui 0.7 on; 0.4 keeps none, so there it goes before
+                the first message, in the seed's prompt format.
             **parameters: Generation parameters for every turn.
 
         Returns:
-            A :class:`Conversation` (a context manager); nothing is sent
-            before its first turn.
+            A :class:`Conversation` (a context manager); for a new one
+            nothing is sent before its first turn.
 
         Raises:
-            TypeError, ValueError: Bad model or parameters, or a closed client.
+            TypeError, ValueError: Bad arguments, or a closed client.
+            NotFoundError, ProtocolError: ``id`` names no conversation of this session.
+            H2oError: The server refused, or the network failed (opening ``id``).
         """
         self._operations.check_open()
         model = _check_model(model) if model is not None else None
         _protocol.check_parameters(parameters)
         if parameters and (known := self._session.known_family) is not None:
             known.check_parameters(parameters)
-        conversation = Conversation(self._operations, model=model, keep=keep, parameters=parameters,
-                                    max_event_size=self.max_event_size)
+        if system_prompt is not None:
+            _protocol.check_text(system_prompt, "the system prompt")
+        if id is not None and (not isinstance(id, str) or not id.strip()):
+            raise ValueError(f"id must be a conversation id, not {id!r}")
+        if id is not None and system_prompt is not None:
+            raise ValueError("an existing conversation keeps its own system prompt: pass id or system_prompt")
+        conversation = Conversation(self._operations, model=model, keep=keep or id is not None,
+                                    parameters=parameters, max_event_size=self.max_event_size,
+                                    system_prompt=system_prompt)
+        if id is not None:
+            conversation._open_existing(id)
         self._conversations.add(conversation)
         return conversation
+
+    def conversations(self, limit: int | None = None) -> list[ConversationInfo]:
+        """The session's conversations on the server, newest first, as the server lists them.
+
+        Reading changes nothing on the server. chat-ui 0.4 and 0.7 list them in
+        their page data (0.4 with no ``updated_at``), 0.8 and 0.9 under ``/api``,
+        0.10 under ``/api/v2``; every page is read, up to ``limit`` conversations.
+
+        Args:
+            limit: At most this many (``None``: all).
+
+        Raises:
+            ValueError: A bad limit, or a closed client.
+            H2oError: The server refused, or the network failed.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a whole number >= 0 or None, not {limit!r}")
+        self._operations.check_open()
+        return self._operations.list_conversations(limit)
 
     def chat(
         self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None, **parameters: Any

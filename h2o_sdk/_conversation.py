@@ -52,19 +52,76 @@ class Conversation(Resource):
 
     def __init__(
         self, operations: Operations, *, model: str | None, keep: bool, parameters: Mapping[str, Any],
-        max_event_size: int,
+        max_event_size: int, system_prompt: str | None = None,
     ) -> None:
         self._operations = operations
         self._max_event_size = max_event_size
         self._model = model
         self.keep = keep
         self._parameters = dict(parameters)
+        self._system_prompt = system_prompt
+        self._title: str | None = None
         self._id: str | None = None
         self._messages: list[dict[str, str]] = []  # role, content and the server's message id
         self._leaf: str | None = None  # tree families: the message the next one goes under
         self._busy = False
         self._closed = False
         self._lock = threading.Lock()
+
+    def _open_existing(self, conversation_id: str) -> None:
+        """Take up a conversation the server has: its history, title and system prompt, read back."""
+        data, branch = self._operations.read_conversation(conversation_id)
+        self._id = conversation_id
+        title, preprompt, model = data.get("title"), data.get("preprompt"), data.get("model")
+        self._title = title if isinstance(title, str) else None
+        if isinstance(preprompt, str) and preprompt:
+            self._system_prompt = preprompt
+        if self._model is None and isinstance(model, str) and model:
+            self._model = model
+        self._take_branch(branch)
+
+    def _take_branch(self, branch: list[dict[str, str]]) -> None:
+        self._leaf = branch[-1]["id"] if branch else None
+        self._messages = [m for m in branch if m["role"] in ("user", "assistant")]
+
+    @property
+    def title(self) -> str | None:
+        """The conversation's title, as the server last said it; ``None`` before the server names one."""
+        return self._title
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The conversation's system prompt (its ``preprompt`` from chat-ui 0.7 on); ``None`` if it has none."""
+        return self._system_prompt
+
+    def rename(self, title: str) -> None:
+        """Give the server conversation a new title (``PATCH /conversation/{id}``).
+
+        Raises:
+            TypeError, ValueError: A title that is not a non-blank str, or no
+                server conversation yet (before the first turn).
+            H2oError: The server refused.
+        """
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str, not {type(title).__name__}")
+        if not title.strip():
+            raise ValueError("title must not be blank")
+        if self._id is None:
+            raise ValueError("the conversation has no server conversation to rename before its first turn")
+        self._operations.rename(self._id, title)
+        self._title = title
+
+    def delete(self) -> None:
+        """Delete the server conversation now, even one opened or kept, and close this object.
+
+        Raises:
+            H2oError: The server refused (the conversation is still closed).
+        """
+        with self._lock:
+            self._closed = True
+            conversation_id, self._id = self._id, None
+        if conversation_id is not None:
+            self._operations.delete_now(conversation_id)
 
     @property
     def model(self) -> str:
@@ -168,11 +225,18 @@ class Conversation(Resource):
         if retry:
             message_id = next(m["id"] for m in reversed(self._messages) if m["role"] == "user")
 
+        system = self._system_prompt if self._id is None else None  # it goes with the create
+
         def build(family: Family) -> tuple[Prompt, str | None]:
             family.check_parameters(merged)
+            inputs, preprompt = text, system
+            if system is not None and not family.preprompt:
+                # 0.4 keeps no preprompt: the first message carries it, in the seed's prompt format.
+                inputs, preprompt = _protocol.format_prompt([{"role": "system", "content": system},
+                                                             {"role": "user", "content": text}]), None
             if not family.tree:
                 # The client names the user message; a retry replaces it and what follows.
-                return Prompt(text, message_id=message_id, is_retry=retry, parameters=merged), None
+                return Prompt(inputs, message_id=message_id, is_retry=retry, parameters=merged), preprompt
             last = self._messages[-1] if self._messages else None
             if retry and last is not None and last["role"] == "assistant":
                 # The retry button: the reply's id and no inputs; the answer becomes its sibling.
@@ -180,14 +244,15 @@ class Conversation(Resource):
             if retry and last is not None:
                 # The last reply failed and only the user message is stored: edit it.
                 return Prompt(text, parent_id=last["id"], is_retry=True), None
-            return Prompt(text, parent_id=self._leaf), None
+            return Prompt(inputs, parent_id=self._leaf), preprompt
 
         # on_end must not refer to the stream: the cycle would keep an abandoned
         # stream (``break`` in a plain for loop) alive until the cyclic GC.
-        def on_end(stored: str | None, reply: str) -> None:
+        def on_end(stored: str | None, reply: str, title: str | None) -> None:
+            if title is not None:
+                self._title = title
             if turn.branch is not None:
-                self._leaf = turn.branch[-1]["id"] if turn.branch else None
-                self._messages = [m for m in turn.branch if m["role"] in ("user", "assistant")]
+                self._take_branch(turn.branch)
                 return
             if stored is None:
                 return

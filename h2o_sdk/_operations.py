@@ -26,6 +26,7 @@ from ._lifecycle import Cleaner, Step, Turn, delete_step
 from ._prefetch import Spares
 from ._protocol import Prompt, _readback, multipart_body
 from ._session import ServerSession, add_to_message, name_the_model
+from ._types import ConversationInfo
 
 __all__ = ["Operations"]
 
@@ -35,6 +36,9 @@ logger = logging.getLogger("h2o_sdk")
 # thread would cost more CPU (GIL hand-offs, ~0.4 ms a chat measured) than the wait.
 _INLINE_RTT = 0.002
 _STREAM_ACCEPT = {"Accept": "text/event-stream, application/json"}
+# A listing stops after this many pages (300 conversations a page in 0.8/0.9, 30 in 0.10).
+_MAX_PAGES = 1000
+_API_PAGE = 300
 _ANY_ACCEPT = {"Accept": "*/*"}
 
 
@@ -222,6 +226,60 @@ class Operations:
         inline = rtt is not None and rtt < self.inline_below and not self.closed
         self.cleaner.submit(conversation_id, steps, inline=inline)
 
+    # -- the account's conversations (issue 21) ----------------------------------------------
+
+    def list_conversations(self, limit: int | None) -> list[ConversationInfo]:
+        """The session's conversations, newest first, across the server's pages."""
+        session = self.session
+        family = session.family(Abort())
+        found: list[ConversationInfo] = []
+        if family.listing == "layout":
+            body = session.read("/__data.json", _readback.MAX_READ_BACK, headers=_ANY_ACCEPT)
+            found = [_info(c) for c in _readback.conversations_from_layout(body)]
+            return found[:limit] if limit is not None else found
+        page = 0
+        while limit is None or len(found) < limit:
+            if family.listing == "api":
+                items = _readback.conversations_from_api(session.request("GET", f"/api/conversations?p={page}").json())
+                more = len(items) >= _API_PAGE
+            else:
+                items, more = _readback.conversations_from_api2(
+                    session.request("GET", f"/api/v2/conversations?p={page}").json())
+            found.extend(_info(c) for c in items)
+            if not more or not items or page >= _MAX_PAGES:
+                break
+            page += 1
+        return found[:limit] if limit is not None else found
+
+    def read_conversation(self, conversation_id: str) -> tuple[Mapping[str, Any], list[dict[str, str]]]:
+        """A stored conversation: its data (``title``, ``preprompt``, ...) and its current branch.
+
+        Raises:
+            NotFoundError, ProtocolError: No such conversation in this session.
+        """
+        family = self.session.family(Abort())
+        if family.read_back == "api2":
+            path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
+        else:
+            path = _protocol.conversation_path(conversation_id) + "/__data.json"
+        body = self.session.read(path, _readback.MAX_READ_BACK, headers=_ANY_ACCEPT)
+        if len(body) > _readback.MAX_READ_BACK:
+            raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
+        if family.read_back == "api2":
+            data = _readback.conversation_from_api2(body)
+        else:
+            data = _readback.conversation_from_page(body)
+        return data, _readback.branch([m for m in data["messages"] if isinstance(m, dict)])
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        """``PATCH /conversation/{id}`` with the new title (every release)."""
+        self.session.request("PATCH", _protocol.conversation_path(conversation_id), json_body={"title": title},
+                             idempotent=True)
+
+    def delete_now(self, conversation_id: str) -> None:
+        """Delete a conversation and wait for the answer (raises what the server refuses)."""
+        self.session.request("DELETE", _protocol.conversation_path(conversation_id))
+
     # -- the client's own -------------------------------------------------------------------
 
     def delete(self, conversation_id: str) -> None:
@@ -231,6 +289,17 @@ class Operations:
     def _create_spare(self, abort: Abort) -> str:
         self.session.establish(abort)
         return self.create_conversation(self.session.model, abort)
+
+
+def _info(entry: Mapping[str, Any]) -> ConversationInfo:
+    """A listed conversation, whatever the release names its fields."""
+    conversation_id = entry.get("id", entry.get("_id"))
+    model = entry.get("model", entry.get("modelId"))
+    updated = entry.get("updatedAt")
+    return ConversationInfo(
+        id=str(conversation_id), title=str(entry.get("title") or ""),
+        model=model if isinstance(model, str) else None, updated_at=updated if isinstance(updated, str) else None,
+    )
 
 
 def _root_from_create(answer: Any) -> str | None:

@@ -252,7 +252,7 @@ class Stream(Resource):
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         keep_tokens: bool | None = False,
-        on_end: Callable[[str | None, str], None] | None = None,
+        on_end: Callable[[str | None, str, str | None], None] | None = None,
     ) -> None:
         # The generator holds the state, never the Stream: without a reference
         # cycle, a stream abandoned after ``break`` is finished (and its
@@ -367,13 +367,13 @@ def _run(
     state: _State,
     exchange: Exchange,
     max_event_size: int,
-    on_end: Callable[[str | None, str], None] | None,
+    on_end: Callable[[str | None, str, str | None], None] | None,
 ) -> Generator[Token, None, None]:
     try:
         body = exchange.open()
     except BaseException:
         if on_end is not None:
-            on_end(None, "")
+            on_end(None, "", None)
         raise
     if state.keep_tokens is None and exchange.stream_format == "jsonl":
         state.tokens = None  # chat-ui's updates carry only text: the reply's text holds it all
@@ -417,7 +417,7 @@ def _run(
             stored = exchange.finish(outcome, drain)
         finally:  # even if a second Ctrl-C lands here
             if on_end is not None:
-                on_end(stored, state.reply.text if state.reply is not None else state.text())
+                on_end(stored, state.reply.text if state.reply is not None else state.text(), state.title)
 
 
 def _read_events(state: _State, events: Iterator[Any]) -> Generator[Token, None, str]:

@@ -77,6 +77,24 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """A conversation of the session, as the server lists it (:meth:`Client.conversations`).
+
+    Attributes:
+        id: The server conversation's id (open it with ``client.conversation(id=...)``).
+        title: Its title.
+        model: The model it uses, where the listing says (``None`` otherwise).
+        updated_at: When it last changed, as the server's ISO 8601 text, where
+            the listing says (``None`` in 0.4, whose page data lists none).
+    """
+
+    id: str
+    title: str
+    model: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Timeout:
     """How long the client waits.
 

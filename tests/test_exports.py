@@ -6,7 +6,7 @@ import h2o_sdk
 
 EXPECTED = {
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AsyncConversation", "AsyncStream",
-    "AuthenticationError", "Conversation",
+    "AuthenticationError", "Conversation", "ConversationInfo",
     "BadRequestError", "H2o",
     "Client", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "GenerationError", "H2oError",
     "IncompleteStreamError", "InternalServerError", "NotFoundError", "PermissionDeniedError", "ProtocolError",

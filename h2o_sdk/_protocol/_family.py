@@ -61,6 +61,9 @@ class Family:
         ends: The body ends after the last update (``"0.7"``'s never does).
         stop_ends_reply: Stop-generating ends the reply (``"0.8"``, ``"0.9"``
             ignore it, a chat-ui bug: the client cuts its own connection).
+        listing: Where the session's conversations are listed: ``"layout"``
+            (the root ``__data.json``), ``"api"`` (``/api/conversations``) or
+            ``"api2"`` (``/api/v2/conversations``).
         session_settings: Where no gate exists, the settings POST of the
             welcome modal, which makes a new session and changes nothing else
             (``Client.connect()``); ``None`` where the gate's acceptance does.
@@ -78,6 +81,7 @@ class Family:
     superjson: bool
     ends: bool
     stop_ends_reply: bool
+    listing: str = "layout"
     session_settings: str | None = None
 
     def check_parameters(self, parameters: Mapping[str, Any]) -> None:

@@ -16,7 +16,10 @@ from typing import Any
 
 from .._exceptions import ProtocolError
 
-__all__ = ["MAX_READ_BACK", "branch", "messages_from_api2", "messages_from_page"]
+__all__ = [
+    "MAX_READ_BACK", "branch", "conversation_from_api2", "conversation_from_page", "conversations_from_api",
+    "conversations_from_api2", "conversations_from_layout", "messages_from_api2", "messages_from_page",
+]
 
 #: The largest read-back body accepted, in bytes.
 MAX_READ_BACK = 8 * 1024 * 1024
@@ -28,6 +31,15 @@ def messages_from_page(body: bytes) -> list[dict[str, Any]]:
     Raises:
         ProtocolError: Not page data, or no conversation in it (SvelteKit
             answers 200 with an error node for a deleted or foreign one).
+    """
+    return [m for m in conversation_from_page(body)["messages"] if isinstance(m, dict)]
+
+
+def conversation_from_page(body: bytes) -> Mapping[str, Any]:
+    """A conversation page's data: ``messages``, ``title``, ``model``, ``preprompt`` (as the release has them).
+
+    Raises:
+        ProtocolError: As :func:`messages_from_page`.
     """
     first = body.split(b"\n", 1)[0]
     document = _json(first, "page data")
@@ -42,7 +54,7 @@ def messages_from_page(body: bytes) -> list[dict[str, Any]]:
         if isinstance(node, Mapping) and isinstance(node.get("data"), list):
             data = _unflatten(node["data"])
             if isinstance(data, Mapping) and isinstance(data.get("messages"), list):
-                return [m for m in data["messages"] if isinstance(m, dict)]
+                return data
     raise ProtocolError("the conversation page data holds no messages")
 
 
@@ -52,12 +64,61 @@ def messages_from_api2(body: bytes) -> list[dict[str, Any]]:
     Raises:
         ProtocolError: Not a conversation.
     """
+    return [m for m in conversation_from_api2(body)["messages"] if isinstance(m, dict)]
+
+
+def conversation_from_api2(body: bytes) -> Mapping[str, Any]:
+    """``GET /api/v2/conversations/{id}``: ``messages``, ``title``, ``model``, ``preprompt``, ... (superjson).
+
+    Raises:
+        ProtocolError: Not a conversation.
+    """
     document = _json(body, "conversation")
     data = document.get("json", document) if isinstance(document, Mapping) else None
-    messages = data.get("messages") if isinstance(data, Mapping) else None
-    if not isinstance(messages, list):
+    if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list):
         raise ProtocolError(f"the server's conversation has no messages: {body[:200]!r}")
-    return [m for m in messages if isinstance(m, dict)]
+    return data
+
+
+def conversations_from_layout(body: bytes) -> list[dict[str, Any]]:
+    """The session's conversations in the app's root layout data (``GET /__data.json``; 0.4, 0.7).
+
+    Raises:
+        ProtocolError: Not SvelteKit data, or no conversation list in it.
+    """
+    document = _json(body.split(b"\n", 1)[0], "page data")
+    nodes = document.get("nodes") if isinstance(document, Mapping) else None
+    for node in nodes if isinstance(nodes, list) else []:
+        if isinstance(node, Mapping) and isinstance(node.get("data"), list):
+            data = _unflatten(node["data"])
+            if isinstance(data, Mapping) and isinstance(data.get("conversations"), list):
+                return [c for c in data["conversations"] if isinstance(c, dict)]
+    raise ProtocolError(f"the app's page data holds no conversation list: {body[:200]!r}")
+
+
+def conversations_from_api(document: Any) -> list[dict[str, Any]]:
+    """``GET /api/conversations?p=N`` (0.8, 0.9): a list of ``{id, title, updatedAt, modelId}``.
+
+    Raises:
+        ProtocolError: Not a list.
+    """
+    if not isinstance(document, list):
+        raise ProtocolError(f"GET /api/conversations did not answer a list: {str(document)[:200]!r}")
+    return [c for c in document if isinstance(c, dict)]
+
+
+def conversations_from_api2(document: Any) -> tuple[list[dict[str, Any]], bool]:
+    """``GET /api/v2/conversations?p=N`` (0.10): the page's conversations, and whether more follow.
+
+    Raises:
+        ProtocolError: Not a page of conversations.
+    """
+    data = document.get("json", document) if isinstance(document, Mapping) else None
+    items = data.get("conversations") if isinstance(data, Mapping) else None
+    if not isinstance(items, list):
+        raise ProtocolError(f"GET /api/v2/conversations did not answer a page of them: {str(document)[:200]!r}")
+    assert isinstance(data, Mapping)
+    return [c for c in items if isinstance(c, dict)], bool(data.get("hasMore"))
 
 
 def branch(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:

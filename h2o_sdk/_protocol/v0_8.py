@@ -23,5 +23,6 @@ class _V08(Family):
 
 FAMILY = _V08(
     name="0.8", releases="v0.8.0-v0.9.1", stream="jsonl", settings="json", multipart=False, tree=True,
-    preprompt=True, read_back="page", models="/api/models", superjson=False, ends=True, stop_ends_reply=False,
+    preprompt=True, read_back="page", models="/api/models", superjson=False, ends=True, listing="api",
+    stop_ends_reply=False,
 )

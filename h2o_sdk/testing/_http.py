@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ._store import COOKIE, FORM_TYPES, NOT_FOUND, SVELTE_PAGE, Conversation, Fault, Record, dumps, origin
 
@@ -212,6 +212,11 @@ class Handler(BaseHTTPRequestHandler):
                 f'<{assets}/entry/start.js>; rel="modulepreload"; nopush')
         page = SVELTE_PAGE.format(assets=assets, title=title, body=body, base=up.rstrip("/") or ".").encode()
         self._send(status, page, content_type=content_type, headers={"link": link, "x-sveltekit-page": "true"})
+
+    def _page_number(self) -> int:
+        """The ``?p=`` of a listing (0 when absent or not a number)."""
+        values = parse_qs(urlsplit(self.path).query).get("p") or ["0"]
+        return int(values[0]) if values[0].isdigit() else 0
 
     def _outside_app(self) -> None:
         # SvelteKit answers a path outside the app's base path with a bare text 404 (its respond()).

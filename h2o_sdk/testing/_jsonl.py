@@ -21,7 +21,7 @@ from typing import Any
 from . import _v010, _v07, _v08, _v09
 from ._era import Era
 from ._http import BodyWriter, ConversationRoutes, Handler
-from ._pagedata import Date, error_document, page_document
+from ._pagedata import Date, error_document, layout_document, page_document
 from ._replies import default_reply, tokenize
 from ._store import (
     CONV_ID,
@@ -134,6 +134,8 @@ class JsonLinesHandler(ConversationRoutes):
         if method in ("GET", "HEAD"):
             if not parts:
                 return self._svelte_page(200, "HuggingChat")
+            if parts == ["__data.json"] and era.page_type is not None:
+                return self._layout_data()
             if parts == ["healthcheck"] and era.api:
                 return self._send(200, b"OK", content_type="text/plain;charset=UTF-8")
             if parts[0] == "api" and (era.api or era.api2):
@@ -249,6 +251,13 @@ class JsonLinesHandler(ConversationRoutes):
         self._send(200, body, content_type=era.page_type, headers={"cache-control": "private, no-store"},
                    chunked=era.page_type != "application/json")
 
+    def _layout_data(self) -> None:
+        """The root layout's data: the session's conversations, newest first (the sidebar)."""
+        conversations = [{"id": c.id, "title": c.title, "model": c.model, "updatedAt": Date(c.updated)}
+                         for c in self._mine()]
+        self._send(200, layout_document({"conversations": conversations, "user": None}),
+                   content_type="application/json", headers={"cache-control": "private, no-store"})
+
     # -- /api ----------------------------------------------------------------------
 
     def _json(self, status: int, obj: Any, **kwargs: Any) -> None:
@@ -267,8 +276,10 @@ class JsonLinesHandler(ConversationRoutes):
             return self._not_found_page()
         if parts == ["models"]:
             return self._json(200, [self._model_info(m) for m in app.models], chunked=True)
-        if parts == ["conversations"]:
-            return self._json(200, [self._summary(c) for c in self._mine()], chunked=True)
+        if parts == ["conversations"]:  # 300 a page (protocol-eras.md 3.5)
+            page = self._page_number()
+            mine = self._mine()[page * 300:(page + 1) * 300]
+            return self._json(200, [self._summary(c) for c in mine], chunked=True)
         if len(parts) == 2 and parts[0] == "conversation":
             conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
             if conversation is None:
@@ -290,8 +301,10 @@ class JsonLinesHandler(ConversationRoutes):
             return self._superjson(flags)
         if parts == ["models"]:
             return self._superjson([self._model_info_v2(m) for m in app.models])
-        if parts == ["conversations"]:
-            return self._superjson({"conversations": [self._summary(c) for c in self._mine()], "hasMore": False})
+        if parts == ["conversations"]:  # 30 a page, and whether more follow (protocol-eras.md 8.6)
+            page, mine = self._page_number(), self._mine()
+            return self._superjson({"conversations": [self._summary(c) for c in mine[page * 30:(page + 1) * 30]],
+                                    "hasMore": len(mine) > (page + 1) * 30})
         if len(parts) == 2 and parts[0] == "conversations":
             if self._step_fault("read"):
                 return None

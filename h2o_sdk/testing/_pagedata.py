@@ -55,6 +55,12 @@ def page_document(layout: Mapping[str, Any], page: Mapping[str, Any], dependency
     return dumps({"type": "data", "nodes": nodes})
 
 
+def layout_document(layout: Mapping[str, Any]) -> bytes:
+    """``GET /__data.json``: the app's root layout data, which lists the session's conversations."""
+    nodes = [{"type": "data", "data": flatten(layout), "uses": {"dependencies": ["conversation:list"]}}]
+    return dumps({"type": "data", "nodes": nodes})
+
+
 def error_document(status: int, message: str) -> bytes:
     """A missing or foreign conversation: 200, with the page node an error (SvelteKit's way)."""
     nodes = [{"type": "data", "data": flatten({}), "uses": {}},

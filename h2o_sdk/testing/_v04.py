@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._http import BodyWriter, ConversationRoutes
-from ._pagedata import Date, error_document, page_document
+from ._pagedata import Date, error_document, layout_document, page_document
 from ._replies import default_reply, token_id, tokenize
 from ._store import (
     CONV_ID,
@@ -117,6 +117,13 @@ class Handler04(ConversationRoutes):
                 return self._route_error(500, _INTERNAL)
         if method in ("GET", "HEAD") and not parts:
             return self._svelte_page(200, "HuggingChat")
+        if method in ("GET", "HEAD") and parts == ["__data.json"]:
+            # The root layout's data: the session's conversations, newest first (0.4's sidebar).
+            with self.app._lock:
+                mine = [c for c in self.app._conversations.values() if c.session == self._session_id]
+            layout = {"conversations": [{"id": c.id, "title": c.title, "model": c.model} for c in reversed(mine)]}
+            return self._send(200, layout_document(layout), content_type="application/json",
+                              headers={"cache-control": "private, no-store"})
         if method in ("GET", "HEAD"):
             # An unknown route is SvelteKit's 404 page, whatever the Accept (v0.6 api_api_models).
             return self._svelte_page(404, "Not Found", "<h1>404</h1><p>Not Found</p>")
