@@ -155,6 +155,10 @@ class AsyncClient(AsyncResource):
         """The session's conversations on the server (see :meth:`Client.conversations`)."""
         return await anyio.to_thread.run_sync(self.client.conversations, limit)
 
+    async def delete_conversations(self) -> int:
+        """Delete every conversation of the session (see :meth:`Client.delete_conversations`)."""
+        return await anyio.to_thread.run_sync(self.client.delete_conversations)
+
     async def aclose(self) -> None:
         """Clean up what the client started and close its connections (idempotent).
 
@@ -244,6 +248,20 @@ class AsyncConversation(AsyncResource):
     def system_prompt(self) -> str | None:
         """The conversation's system prompt (see :attr:`Conversation.system_prompt`)."""
         return self._opened().system_prompt
+
+    @property
+    def model(self) -> str:
+        """The model of the conversation (see :attr:`Conversation.model`; switch it with :meth:`set_model`)."""
+        return self._conversation.model
+
+    async def set_model(self, model: str) -> None:
+        """Switch the conversation's model (the twin of setting :attr:`Conversation.model`)."""
+        conversation = self._opened()
+
+        def switch() -> None:
+            conversation.model = model
+
+        await anyio.to_thread.run_sync(switch)
 
     async def rename(self, title: str) -> None:
         """Give the server conversation a new title (see :meth:`Conversation.rename`)."""

@@ -271,6 +271,23 @@ class Client(Resource):
         self._operations.check_open()
         return self._operations.list_conversations(limit)
 
+    def delete_conversations(self) -> int:
+        """Delete every conversation of the session on the server, as the web UI's "delete all" does.
+
+        Up to 0.9 the settings page's form action (the conversations are
+        counted first, since it does not say how many); in 0.10
+        ``DELETE /api/v2/conversations``, which says.
+
+        Returns:
+            How many conversations were deleted.
+
+        Raises:
+            ValueError: The client is closed.
+            H2oError: The server refused, or the network failed.
+        """
+        self._operations.check_open()
+        return self._operations.delete_all()
+
     def chat(
         self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None, **parameters: Any
     ) -> Reply:

@@ -125,8 +125,31 @@ class Conversation(Resource):
 
     @property
     def model(self) -> str:
-        """The model of the conversation (the client's unless one was named)."""
+        """The model of the conversation (the client's unless one was named).
+
+        Setting it between turns switches the server conversation's model where
+        the release can (``PATCH {"model"}``: chat-ui v0.9.3 on, families
+        ``"0.9"`` and ``"0.10"``); before the first turn it names the model to
+        create the conversation with, in every family.
+
+        Raises (when set):
+            TypeError, ValueError: Not a non-blank str, or a turn is streaming.
+            UnsupportedError: The family cannot switch (before any request).
+            H2oError: The server refused.
+        """
         return self._model or self._operations.model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        if not isinstance(model, str):
+            raise TypeError(f"model must be a str, not {type(model).__name__}")
+        if not model.strip():
+            raise ValueError("model must not be empty")
+        if self._busy:
+            raise ValueError("a turn of this conversation is still streaming")
+        if self._id is not None:
+            self._operations.switch_model(self._id, model)
+        self._model = model
 
     @property
     def id(self) -> str | None:

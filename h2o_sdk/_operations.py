@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import _protocol
-from ._exceptions import APIStatusError, H2oError, ProtocolError
+from ._exceptions import APIStatusError, H2oError, ProtocolError, UnsupportedError
 from ._http import Abort, Http, StreamBody
 from ._lifecycle import Cleaner, Step, Turn, delete_step
 from ._prefetch import Spares
@@ -275,6 +275,41 @@ class Operations:
         """``PATCH /conversation/{id}`` with the new title (every release)."""
         self.session.request("PATCH", _protocol.conversation_path(conversation_id), json_body={"title": title},
                              idempotent=True)
+
+    def switch_model(self, conversation_id: str, model: str) -> None:
+        """``PATCH /conversation/{id}`` with ``{"model"}`` (v0.9.3 on).
+
+        Raises:
+            UnsupportedError: The family cannot (before any request).
+        """
+        family = self.session.family(Abort())
+        if not family.patch_model:
+            raise UnsupportedError(
+                f"chat-ui {family.releases} (protocol {family.name!r}) cannot switch a conversation's model "
+                "(PATCH {\"model\"} came in v0.9.3): start a new conversation with model=..."
+            )
+        try:
+            self.session.request("PATCH", _protocol.conversation_path(conversation_id), json_body={"model": model})
+        except APIStatusError as exc:
+            name_the_model(exc, model, "switch the conversation to")
+            raise
+
+    def delete_all(self) -> int:
+        """Delete every conversation of the session, as the web UI's "delete all" does; how many."""
+        session = self.session
+        family = session.family(Abort())
+        if family.delete_all == "api2":
+            document = session.request("DELETE", "/api/v2/conversations").json()
+            count = document.get("json") if isinstance(document, Mapping) else document
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise ProtocolError(f"DELETE /api/v2/conversations did not say how many: {str(document)[:200]!r}")
+            return count
+        count = len(self.list_conversations(None))  # the form action says nothing of it
+        session.establish(Abort())  # the action is behind the welcome modal
+        parts = urlsplit(self._http.base_url)
+        session.request("POST", "/conversations?/delete", form={}, follow=False,  # its 303 is the answer
+                        headers={"Origin": f"{parts.scheme}://{parts.netloc}", "Referer": self._http.base_url + "/"})
+        return count
 
     def delete_now(self, conversation_id: str) -> None:
         """Delete a conversation and wait for the answer (raises what the server refuses)."""

@@ -152,3 +152,37 @@ def test_the_async_twins(server: ChatServer) -> None:
 
     anyio.run(main)
     assert server.live_conversations == 0
+
+
+def test_delete_every_conversation_of_the_session(server: ChatServer, family: str) -> None:
+    with Client(server.url) as client, Client(server.url) as stranger:
+        kept(client, "One", "Two", "Three")
+        kept(stranger, "Not yours")
+        assert client.delete_conversations() == 3
+        assert client.conversations() == []
+        assert len(stranger.conversations()) == 1  # another session's stay
+        assert stranger.delete_conversations() == 1
+        assert client.delete_conversations() == 0
+    assert server.live_conversations == 0
+
+
+def test_switching_a_conversations_model_where_the_release_can(server: ChatServer, family: str) -> None:
+    from h2o_sdk import UnsupportedError
+    from h2o_sdk.testing import MODELS
+
+    with Client(server.url) as client, client.conversation() as conversation:
+        conversation.model = MODELS[1]  # before the first turn: the model to create it with, in every family
+        conversation.chat("Hi")
+        assert conversation.id is not None
+        stored = server.conversation(conversation.id)
+        assert stored is not None and stored["model"] == MODELS[1]
+        if family in ("0.9", "0.10"):
+            conversation.model = MODELS[0]  # PATCH {"model"}, from v0.9.3
+            stored = server.conversation(conversation.id)
+            assert stored is not None and stored["model"] == MODELS[0] and conversation.model == MODELS[0]
+            conversation.chat("Again")
+        else:
+            before = len(writes(server))
+            with pytest.raises(UnsupportedError, match="v0.9.3"):
+                conversation.model = MODELS[0]
+            assert len(writes(server)) == before and conversation.model == MODELS[1]

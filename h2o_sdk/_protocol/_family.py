@@ -61,6 +61,10 @@ class Family:
         ends: The body ends after the last update (``"0.7"``'s never does).
         stop_ends_reply: Stop-generating ends the reply (``"0.8"``, ``"0.9"``
             ignore it, a chat-ui bug: the client cuts its own connection).
+        delete_all: How every conversation of the session is deleted: ``"form"``
+            (the settings page's ``POST /conversations?/delete``) or ``"api2"``
+            (``DELETE /api/v2/conversations``, which says how many).
+        patch_model: ``PATCH /conversation/{id}`` takes ``{"model"}`` (v0.9.3 on).
         listing: Where the session's conversations are listed: ``"layout"``
             (the root ``__data.json``), ``"api"`` (``/api/conversations``) or
             ``"api2"`` (``/api/v2/conversations``).
@@ -82,6 +86,8 @@ class Family:
     ends: bool
     stop_ends_reply: bool
     listing: str = "layout"
+    delete_all: str = "form"
+    patch_model: bool = False
     session_settings: str | None = None
 
     def check_parameters(self, parameters: Mapping[str, Any]) -> None:

@@ -23,5 +23,6 @@ class _V09(Family):
 
 FAMILY = _V09(
     name="0.9", releases="v0.9.2-v0.9.5", stream="jsonl", settings="json", multipart=True, tree=True, preprompt=True,
-    read_back="page", models="/api/models", superjson=False, ends=True, listing="api", stop_ends_reply=False,
+    read_back="page", models="/api/models", superjson=False, ends=True, listing="api",
+    patch_model=True, stop_ends_reply=False,
 )

@@ -43,3 +43,4 @@ class Era:
     model_extra: tuple[str, ...] = ()  # api_api_models: keys beyond v0.8.4's, each False
     summary_extra: tuple[str, ...] = ()  # api_api_conversations: keys beyond v0.8.4's
     message_updates: bool = False  # api_api_conversation_id: messages carry their "updates"
+    patch_model: bool = False  # PATCH /conversation/{id} takes {"model"} (v0.9.3 on)

@@ -257,6 +257,7 @@ class ConversationRoutes(Handler):
     """
 
     stop_ignored = False
+    patches_model = False  # PATCH {"model"} switches a conversation's model (v0.9.3 on)
 
     def _internal(self) -> None:
         raise NotImplementedError
@@ -325,6 +326,28 @@ class ConversationRoutes(Handler):
             conversation.wake.set()
         self._send(200, chunked=True)
 
+    def _delete_all(self) -> int:
+        """Delete every conversation of the session; how many there were."""
+        app = self.app
+        with app._lock:
+            mine = [c for c in app._conversations.values() if c.session == self._session_id]
+            for conversation in mine:
+                app._conversations.pop(conversation.id, None)
+                conversation.deleted = True
+                conversation.wake.set()
+        return len(mine)
+
+    def _delete_all_action(self) -> None:
+        """``POST /conversations?/delete``, the settings page's form action (0.4-0.9): a 303 to the app,
+        or SvelteKit's JSON of it for a request that accepts JSON."""
+        if urlsplit(self.path).query != "/delete":
+            return self._route_error(404, {"message": "Not found"})
+        self._delete_all()
+        location = (self.app.base_path or "") + "/"
+        if "application/json" in (self.headers.get("Accept") or ""):
+            return self._json(200, {"type": "redirect", "status": 303, "location": location})
+        return self._send(303, headers={"location": location}, chunked=True)
+
     def _stop(self, conversation_id: str) -> None:
         conversation = self._target(conversation_id, "stop")
         if conversation is None:
@@ -335,16 +358,29 @@ class ConversationRoutes(Handler):
         self._send(200, chunked=True)
 
     def _patch(self, conversation_id: str, body: bytes) -> None:
+        """``PATCH /conversation/{id}``: ``{"title"}`` everywhere; ``{"model"}`` from v0.9.3 (the
+        older releases' schema rejects it: 500)."""
         conversation = self._target(conversation_id)
         if conversation is None:
             return None
         try:
-            title = json.loads(body)["title"]
-        except (ValueError, KeyError, TypeError):
+            payload = json.loads(body)
+        except ValueError:
             return self._internal()
-        if not isinstance(title, str) or not 1 <= len(title) <= 100:
+        title = payload.get("title") if isinstance(payload, dict) else None
+        model = payload.get("model") if isinstance(payload, dict) else None
+        if title is None and model is None:
             return self._internal()
-        conversation.title = title
+        if title is not None and (not isinstance(title, str) or not 1 <= len(title) <= 100):
+            return self._internal()
+        if model is not None and (not self.patches_model or not isinstance(model, str)):
+            return self._internal()
+        if model is not None and model not in self.app.models:
+            return self._json(400, {"message": "Invalid model"})
+        if title is not None:
+            conversation.title = title
+        if model is not None:
+            conversation.model = model
         self._send(200, chunked=True)
 
 

@@ -79,6 +79,10 @@ class JsonLinesHandler(ConversationRoutes):
     # -- errors, as this release words them ------------------------------------
 
     @property
+    def patches_model(self) -> bool:  # type: ignore[override]
+        return self.era.patch_model
+
+    @property
     def stop_ignored(self) -> bool:  # type: ignore[override]
         return self.era.stop == "ignored"  # 0.8, 0.9: AbortedGenerations never fills its list (a chat-ui bug)
 
@@ -131,6 +135,10 @@ class JsonLinesHandler(ConversationRoutes):
             return self._settings(body)
         if method == "POST" and parts == ["conversation"]:
             return self._create(body)
+        if method == "POST" and parts == ["conversations"] and not era.api2:
+            return self._delete_all_action()
+        if method == "DELETE" and parts == ["api", "v2", "conversations"] and era.api2:
+            return self._superjson(self._delete_all())  # how many it deleted
         if method in ("GET", "HEAD"):
             if not parts:
                 return self._svelte_page(200, "HuggingChat")

@@ -90,6 +90,8 @@ class Handler04(ConversationRoutes):
             return self._settings(body)
         if method == "POST" and parts == ["conversation"]:
             return self._create(body)
+        if method == "POST" and parts == ["conversations"]:
+            return self._delete_all_action()
         if method in ("GET", "HEAD") and len(parts) == 2 and parts[0] == "conversation":
             return self._page(parts[1])
         if len(parts) >= 2 and parts[0] == "conversation":
