@@ -183,6 +183,6 @@ def test_switching_a_conversations_model_where_the_release_can(server: ChatServe
             conversation.chat("Again")
         else:
             before = len(writes(server))
-            with pytest.raises(UnsupportedError, match="v0.9.3"):
+            with pytest.raises(UnsupportedError, match=r"v0\.9\.3"):
                 conversation.model = MODELS[0]
             assert len(writes(server)) == before and conversation.model == MODELS[1]

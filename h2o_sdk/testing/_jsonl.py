@@ -11,6 +11,7 @@ too: 0.7 never ends a response, 0.8 and 0.9 ignore stop-generating, 0.7 and
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -43,6 +44,8 @@ from ._store import (
 from ._upstream import Call, Request, openai_request, tgi_request
 
 __all__ = ["ERAS", "handler_for"]
+
+logger = logging.getLogger("h2o_sdk.testing")
 
 #: Each family's table, by the name ``serve(protocol=...)`` takes: data for the one writer here.
 ERAS: dict[str, Era] = {era.name: era for era in (_v07.ERA, _v08.ERA, _v09.ERA, _v010.ERA)}
@@ -676,6 +679,8 @@ class _Reply(BodyWriter):
                 # Node's fetch (0.7-0.9); the OpenAI SDK (0.10), which retries it.
                 return ("Connection error." if openai else "fetch failed"), None, openai
             if event.kind == "died":
+                # In band it is chat-ui's word; the cause goes to the log (a test that fails shows it).
+                logger.warning("the model server's reply broke off: %s", event.text)
                 return "terminated", None, False
             status = event.status
             retryable = openai and not got_token and status is not None and (status in (408, 409, 429) or status >= 500)

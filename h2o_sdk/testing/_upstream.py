@@ -183,25 +183,23 @@ class Call:
             try:
                 connection.request("POST", target.path or "/", request.body, dict(request.headers))
                 response = connection.getresponse()
-            except (OSError, http.client.HTTPException):
-                self._events.put(Event("died"))
+            except (OSError, http.client.HTTPException) as exc:
+                self._events.put(Event("died", f"no answer: {exc!r}"))
                 return
             if response.status >= 400:
                 self._events.put(Event("error", _error_message(response.read(_MAX_ERROR), response.status),
                                        response.status))
                 return
             reader = _tgi_events if request.api == "tgi" else _openai_events
-            ended = False
+            why = "the body ended before the reply did"
             try:
                 for event in reader(_data_lines(response)):
                     self._events.put(event)
                     if event.kind != "token":
-                        ended = True
-                        break
-            except (OSError, http.client.HTTPException, ValueError):
-                pass
-            if not ended:
-                self._events.put(Event("died"))
+                        return
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                why = f"reading the body: {exc!r}"
+            self._events.put(Event("died", why))
         finally:
             connection.close()
 
