@@ -119,6 +119,11 @@ def _chat_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per token, then one with the reply's details")
+    parser.add_argument("--list", action="store_true",
+                        help="list the session's conversations on the server (newest first) and exit")
+    parser.add_argument("--conversation", metavar="ID",
+                        help="continue this conversation of the session (it is kept on the server)")
+    parser.add_argument("--system", metavar="TEXT", help="a system prompt for a new conversation")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -166,6 +171,13 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
         with _base_url(options) as base_url, _usage_client(base_url, options, stderr) as client:
             if client is None:
                 return 2
+            if options.list:
+                return _list(client, options, out)
+            if options.conversation is not None and options.system is not None:
+                _chat_parser().print_usage(stderr)
+                print("h2o-chat: error: --system is for a new conversation; --conversation keeps its own",
+                      file=stderr, flush=True)
+                return 2
             if options.prompt is None:
                 # The connection and the welcome modal while the person types (or the pipe fills).
                 _connect_meanwhile(client)
@@ -173,7 +185,15 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
                 return _interactive(client, options, out, stderr)
             parameters = _parameters(options, client)
             prompt = options.prompt if options.prompt is not None else stdin.read()
-            with client.stream(prompt, model=options.model, **parameters) as stream:
+            if options.conversation is not None:
+                with client.conversation(id=options.conversation, **parameters) as conversation, \
+                        conversation.stream(prompt) as stream:
+                    _print_stream(stream, options, out)
+                return 0
+            messages: Any = prompt
+            if options.system is not None:
+                messages = [{"role": "system", "content": options.system}, {"role": "user", "content": prompt}]
+            with client.stream(messages, model=options.model, **parameters) as stream:
                 _print_stream(stream, options, out)
     except KeyboardInterrupt:
         out.write("\n")
@@ -186,6 +206,18 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
             raise
         _report(exc, options, out, stderr)
         return 1
+    return 0
+
+
+def _list(client: Client, options: argparse.Namespace, out: _Output) -> int:
+    """``--list``: one line per conversation (``--json``: one object), newest first."""
+    for info in client.conversations():
+        if options.json:
+            out.write(json.dumps({"type": "conversation", "id": info.id, "title": info.title, "model": info.model,
+                                  "updated_at": info.updated_at}, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{info.id}  {info.updated_at or '-':24}  {info.title}\n")
+    out.flush()
     return 0
 
 
@@ -288,9 +320,10 @@ def _print_stream(stream: Stream, options: argparse.Namespace, stdout: _Output) 
         stdout.flush()
 
 
-_COMMANDS = ("/new", "/retry", "/help", "/exit", "/quit")
-_HELP = "/new starts a new conversation, /retry regenerates the last reply, /exit or Ctrl-D leaves; " \
-        "Ctrl-C stops a reply; start a line with // to send one that begins with /."
+_COMMANDS = ("/new", "/retry", "/history", "/title", "/help", "/exit", "/quit")
+_HELP = "/new starts a new conversation, /retry regenerates the last reply, /history shows it, /title [NEW] " \
+        "shows or renames it, /exit or Ctrl-D leaves; Ctrl-C stops a reply; start a line with // to send one " \
+        "that begins with /."
 _COMMAND = re.compile(r"^/[A-Za-z][\w-]*$")
 
 
@@ -299,7 +332,11 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
     parameters = _parameters(options, client)
     stdout.write(f"h2o-chat {__version__} on {client.base_url} ({options.model or client.model})\n{_HELP}\n")
     stdout.flush()
-    conversation = client.conversation(model=options.model, **parameters)
+    if options.conversation is not None:
+        conversation = client.conversation(id=options.conversation, **parameters)
+        stdout.write(f"(continuing {conversation.title or conversation.id}: {len(conversation.history)} messages)\n")
+    else:
+        conversation = client.conversation(model=options.model, system_prompt=options.system, **parameters)
     try:
         while True:
             try:
@@ -318,7 +355,23 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
             if command == "/help":
                 stdout.write(_HELP + "\n")
                 continue
-            if _COMMAND.match(command.split(maxsplit=1)[0]) and command not in _COMMANDS:
+            word = command.split(maxsplit=1)[0]
+            if word == "/history":
+                for message in conversation.history:
+                    stdout.write(f"{message['role']}> {message['content']}\n")
+                stdout.flush()
+                continue
+            if word == "/title":
+                new_title = command[len("/title"):].strip()
+                try:
+                    if new_title:
+                        conversation.rename(new_title)
+                    stdout.write(f"{conversation.title or '(no title yet)'}\n")
+                except (H2oError, ValueError) as exc:
+                    _report(exc, options, stdout, stderr)
+                stdout.flush()
+                continue
+            if _COMMAND.match(word) and command not in _COMMANDS:
                 # A mistyped command is not a prompt for the model.
                 print(f"h2o-chat: unknown command {command.split()[0]}; the commands are {', '.join(_COMMANDS)} "
                       "(start a line with // to send one that begins with /)", file=stderr, flush=True)

@@ -319,3 +319,50 @@ def test_a_bad_base_url_is_a_usage_error(url: str, capsys: pytest.CaptureFixture
 def test_serve_refuses_an_upstream_that_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "0", "--protocol", "0.10", "--upstream", "ftp://127.0.0.1:9/v1"]) == 2
     assert "usage: h2o-chat serve" in capsys.readouterr().err
+
+
+def test_list_continue_and_a_system_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    from h2o_sdk import Client
+    from h2o_sdk.testing import serve
+
+    with serve(protocol="0.10", pace=0) as server:
+        session = ["--base-url", server.url, "--cookie", "hf-chat=cli-session"]
+        with Client(server.url, cookies={"hf-chat": "cli-session"}) as client, \
+                client.conversation(keep=True) as conversation:
+            conversation.chat("Name a river.")
+            conversation_id = conversation.id
+        assert conversation_id is not None
+        capsys.readouterr()
+        assert main([*session, "--list"]) == 0
+        assert capsys.readouterr().out.startswith(f"{conversation_id}  ")
+        assert main([*session, "--list", "--json"]) == 0
+        (listed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert listed["id"] == conversation_id and listed["type"] == "conversation"
+        assert main([*session, "--conversation", conversation_id, "And a longer one?"]) == 0
+        stored = server.conversation(conversation_id)
+        assert stored is not None and [m["content"] for m in stored["messages"]][2] == "And a longer one?"
+        assert main([*session, "--system", "Answer in French.", "Hi"]) == 0
+        assert main([*session, "--conversation", conversation_id, "--system", "x", "Hi"]) == 2
+        with Client(server.url, cookies={"hf-chat": "cli-session"}) as client:
+            assert client.delete_conversations() == 1  # the --system chat was a one-shot, deleted
+    capsys.readouterr()
+
+
+def test_interactive_history_and_title(server: ChatServer) -> None:
+    child = spawn("--base-url", server.url)
+    try:
+        child.expect("you> ")
+        child.sendline("Hello there")
+        child.expect("Answer number 1")
+        child.expect("you> ")
+        child.sendline("/history")
+        child.expect("user> Hello there")
+        child.expect("you> ")
+        child.sendline("/title Rivers")
+        child.expect("Rivers")
+        child.expect("you> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
