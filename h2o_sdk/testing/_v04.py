@@ -501,7 +501,7 @@ class _Forward:
             connection.close()
 
     def _relay(self, upstream: http.client.HTTPResponse) -> None:
-        handler, conversation = self.handler, self.conversation
+        handler = self.handler
         pending = b""
         parts: list[str] = []
         final: str | None = None
@@ -510,10 +510,7 @@ class _Forward:
                 data = upstream.read1(65536)
             except (OSError, http.client.HTTPException):
                 data = None  # the upstream died: no terminating chunk, nothing saved (2.8)
-            if conversation.wake.is_set() or self.app._stopping.is_set():
-                handler.close_connection = True  # cut without the terminating chunk
-                if conversation.stopped:
-                    self.turn.save("".join(parts))
+            if _cut(self.turn, parts):
                 return
             if data is None:
                 handler.close_connection = True
@@ -575,13 +572,10 @@ class _Translate:
             call.close()
 
     def _relay(self, call: Call, event: Event | None) -> None:
-        handler, conversation = self.handler, self.conversation
+        handler = self.handler
         parts: list[str] = []
         while True:
-            if conversation.wake.is_set() or self.app._stopping.is_set():
-                handler.close_connection = True  # cut without the terminating chunk
-                if conversation.stopped:
-                    self.turn.save("".join(parts))
+            if _cut(self.turn, parts):
                 return
             if event is None:
                 event = call.next(0.1)
@@ -609,6 +603,18 @@ class _Translate:
     def _event(self, obj: Mapping[str, Any]) -> None:
         data = b"data:" + dumps(obj) + b"\n\n"
         self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def _cut(turn: _Turn, parts: list[str]) -> bool:
+    """A stop, delete or shutdown while relaying a model server: cut without the terminating
+    chunk, and keep what was relayed after a stop (2.7); ``True`` if so."""
+    conversation, app = turn.conversation, turn.handler.app
+    if not (conversation.wake.is_set() or app._stopping.is_set()):
+        return False
+    turn.handler.close_connection = True
+    if conversation.stopped:
+        turn.save("".join(parts))
+    return True
 
 
 def _validate_prompt(payload: Any) -> tuple[str, Mapping[str, Any]]:
