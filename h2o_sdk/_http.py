@@ -193,7 +193,7 @@ class Response:
         secure_cookies: The names of the cookies it set with the ``Secure`` flag.
     """
 
-    __slots__ = ("content", "headers", "is_redirect", "secure_cookies", "status_code", "url")
+    __slots__ = ("_cookies", "content", "headers", "is_redirect", "status_code", "url")
 
     def __init__(self, response: requests.Response) -> None:
         self.status_code = response.status_code
@@ -201,7 +201,12 @@ class Response:
         self.content = response.content
         self.url = response.url
         self.is_redirect = response.is_redirect
-        self.secure_cookies = sorted({cookie.name for cookie in response.cookies if cookie.secure})
+        self._cookies = response.cookies
+
+    @property
+    def secure_cookies(self) -> list[str]:
+        # Only the welcome modal's answer is asked: not worth a pass over the jar for every request.
+        return sorted({cookie.name for cookie in self._cookies if cookie.secure})
 
     @property
     def text(self) -> str:
