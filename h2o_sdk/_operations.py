@@ -106,10 +106,15 @@ class Operations:
         if preprompt is not None:
             body["preprompt"] = preprompt
         try:
-            with self.session.minting(abort):  # 0.10: the first create makes the session
+            if self.session.established:  # the common case, without a context manager's worth of work
                 response = self.session.request(
                     "POST", _protocol.CONVERSATION_PATH, json_body=body, idempotent=False, abort=abort,
                 )
+            else:
+                with self.session.minting(abort):  # 0.10: the first create makes the session
+                    response = self.session.request(
+                        "POST", _protocol.CONVERSATION_PATH, json_body=body, idempotent=False, abort=abort,
+                    )
         except APIStatusError as exc:
             self.session.recheck(exc, abort)  # a family remembered for the URL may be wrong: nothing was made
             name_the_model(exc, model, "create a conversation")

@@ -42,7 +42,7 @@ class Spares:
         self._run = run
         self._delete = delete
         self._wait = wait
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._ids: list[str] = []  # conversations of the client's model created ahead
         self._filling = 0  # creates under way
         self._closed = False
@@ -85,7 +85,6 @@ class Spares:
         with self._lock:
             self._closed = True
             ids, self._ids = self._ids, []
-            self._lock.notify_all()
         for conversation_id in ids:
             self._delete(conversation_id)
 
@@ -105,7 +104,6 @@ class Spares:
         finally:
             with self._lock:
                 self._filling -= 1
-                self._lock.notify_all()
 
     def _create_later(self, after: threading.Event) -> None:
         after.wait(self._wait)  # the prompt has its connection
@@ -119,6 +117,5 @@ class Spares:
             closed = self._closed
             if not closed:
                 self._ids.append(conversation_id)
-                self._lock.notify_all()
         if closed:  # made while close() ran: not to be kept
             self._delete(conversation_id)

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from . import _protocol
 from ._exceptions import (
@@ -72,7 +72,6 @@ def forget(base_url: str | None = None) -> None:
             _known.clear()
         else:
             _known.pop(base_url, None)
-_T = TypeVar("_T")
 
 
 class FamilyChanged(ProtocolError):
@@ -110,6 +109,11 @@ class ServerSession:
         self._established = False
         self._remembered = False  # the family came from an earlier client of this URL
         self._confirmed = False  # a request of the family's shape succeeded
+
+    @property
+    def established(self) -> bool:
+        """Whether the session exists on the server (its minting request has succeeded)."""
+        return self._established
 
     @property
     def known_family(self) -> Family | None:
@@ -378,24 +382,40 @@ class ServerSession:
     def request(self, method: str, path: str, *, reaccept: bool = True, **kwargs: Any) -> Response:
         """:meth:`Http.request`, explaining errors, and accepting the welcome modal again on a 405 once."""
         try:
-            return self._explained(method, lambda: self._http.request(method, path, **kwargs))
-        except APIStatusError as exc:
-            if not (exc.status_code == 405 and reaccept and self._reaccept(exc, method, path, kwargs.get("abort"))):
+            return self._http.request(method, path, **kwargs)
+        except H2oError as exc:
+            self._explain(method, exc)
+            if not (isinstance(exc, APIStatusError) and exc.status_code == 405 and reaccept
+                    and self._reaccept(exc, method, path, kwargs.get("abort"))):
                 raise
-        return self._explained(method, lambda: self._http.request(method, path, **kwargs))
+        try:
+            return self._http.request(method, path, **kwargs)
+        except H2oError as exc:
+            self._explain(method, exc)
+            raise
 
     def stream(self, method: str, path: str, **kwargs: Any) -> StreamBody:
         """:meth:`Http.stream`, as :meth:`request`."""
         try:
-            return self._explained(method, lambda: self._http.stream(method, path, **kwargs))
-        except APIStatusError as exc:
-            if not (exc.status_code == 405 and self._reaccept(exc, method, path, kwargs.get("abort"))):
+            return self._http.stream(method, path, **kwargs)
+        except H2oError as exc:
+            self._explain(method, exc)
+            if not (isinstance(exc, APIStatusError) and exc.status_code == 405
+                    and self._reaccept(exc, method, path, kwargs.get("abort"))):
                 raise
-        return self._explained(method, lambda: self._http.stream(method, path, **kwargs))
+        try:
+            return self._http.stream(method, path, **kwargs)
+        except H2oError as exc:
+            self._explain(method, exc)
+            raise
 
     def read(self, path: str, limit: int, **kwargs: Any) -> bytes:
         """:meth:`Http.read`, explaining errors."""
-        return self._explained("GET", lambda: self._http.read(path, limit, **kwargs))
+        try:
+            return self._http.read(path, limit, **kwargs)
+        except H2oError as exc:
+            self._explain("GET", exc)
+            raise
 
     def _reaccept(self, exc: APIStatusError, method: str, path: str, abort: Abort | None) -> bool:
         """Whether the welcome modal was accepted again after a 405 (the server forgot the session)."""
@@ -410,21 +430,16 @@ class ServerSession:
         self._accept_settings(abort, again=True)
         return True
 
-    def _explained(self, method: str, send: Callable[[], _T]) -> _T:
-        try:
-            return send()
-        except AuthenticationError as exc:
+    def _explain(self, method: str, exc: H2oError) -> None:
+        """Say what an error means for a chat-ui session (only on the error path: no cost otherwise)."""
+        if isinstance(exc, AuthenticationError):
             add_to_message(exc, f": {_LOGIN_HINT}")
-            raise
-        except APIStatusError as exc:
+        elif isinstance(exc, APIStatusError):
             if self.protocol != "auto" and exc.status_code in (400, 403, 405, 500) and method == "POST":
                 # A family named by the caller, and a server that rejects its requests: say what to try.
                 add_to_message(exc, self.family_hint())
-            raise
-        except APIConnectionError as exc:
-            if exc.connect:
-                add_to_message(exc, self._unreachable_hint())
-            raise
+        elif isinstance(exc, APIConnectionError) and exc.connect:
+            add_to_message(exc, self._unreachable_hint())
 
     def family_hint(self) -> str:
         """What to try when a named family's requests are rejected ("" if no family is known)."""
