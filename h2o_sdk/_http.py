@@ -384,7 +384,6 @@ class Http:
         prepared_base = _prepared_base(self.base_url, {**session.headers, **self._headers, **_JSON_ACCEPT})
         self._prepared_base = prepared_base if self.owns_session else None
         self.rtt: float | None = None  # a smoothed round trip of short requests, in seconds
-        self.closed = False
 
     @property
     def sends_secure_cookies_back(self) -> bool:
@@ -392,13 +391,8 @@ class Http:
         parts = urlsplit(self.base_url)
         return parts.scheme != "http" or (parts.hostname in LOOPBACK and self.owns_session)
 
-    def has_cookies(self) -> bool:
-        """Whether any cookie would go with a request: the caller's, or one the server set."""
-        return bool(self._cookies) or len(self._session.cookies) > 0
-
     def close(self) -> None:
         """Close the connections of a session this object made (idempotent)."""
-        self.closed = True
         if self.owns_session:
             self._session.close()
 

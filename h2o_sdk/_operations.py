@@ -150,8 +150,13 @@ class Operations:
         self, conversation_id: str, *, abort: Abort | None = None, deadline: float | None = None
     ) -> list[dict[str, str]]:
         """The current branch the server stored, root first (bounded in size)."""
-        family = self.session.known_family
-        assert family is not None
+        return self._read(conversation_id, abort=abort, deadline=deadline)[1]
+
+    def _read(
+        self, conversation_id: str, *, abort: Abort | None = None, deadline: float | None = None
+    ) -> tuple[Mapping[str, Any], list[dict[str, str]]]:
+        """A stored conversation's data (``title``, ``preprompt``, ...) and its current branch."""
+        family = self.session.family(abort or Abort())
         if family.read_back == "api2":
             path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
         else:
@@ -166,15 +171,15 @@ class Operations:
             raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
         try:
             if family.read_back == "api2":
-                messages = _readback.messages_from_api2(body)
+                data = _readback.conversation_from_api2(body)
             else:
-                messages = _readback.messages_from_page(body)
+                data = _readback.conversation_from_page(body)
         except ProtocolError as exc:
             if self.session.protocol != "auto":
                 add_to_message(exc, self.session.family_hint())
             self.session.doubt(exc)
             raise
-        return _readback.branch(messages)
+        return data, _readback.branch([m for m in data["messages"] if isinstance(m, dict)])
 
     def open_prompt(self, conversation_id: str, prompt: Prompt, abort: Abort) -> StreamBody:
         family = self.session.known_family
@@ -262,19 +267,7 @@ class Operations:
         Raises:
             NotFoundError, ProtocolError: No such conversation in this session.
         """
-        family = self.session.family(Abort())
-        if family.read_back == "api2":
-            path = f"/api/v2/conversations/{quote(conversation_id, safe='')}"
-        else:
-            path = _protocol.conversation_path(conversation_id) + "/__data.json"
-        body = self.session.read(path, _readback.MAX_READ_BACK, headers=_ANY_ACCEPT)
-        if len(body) > _readback.MAX_READ_BACK:
-            raise ProtocolError(f"conversation {conversation_id} is larger than {_readback.MAX_READ_BACK} bytes")
-        if family.read_back == "api2":
-            data = _readback.conversation_from_api2(body)
-        else:
-            data = _readback.conversation_from_page(body)
-        return data, _readback.branch([m for m in data["messages"] if isinstance(m, dict)])
+        return self._read(conversation_id)
 
     def rename(self, conversation_id: str, title: str) -> None:
         """``PATCH /conversation/{id}`` with the new title (every release)."""

@@ -381,30 +381,24 @@ class ServerSession:
 
     def request(self, method: str, path: str, *, reaccept: bool = True, **kwargs: Any) -> Response:
         """:meth:`Http.request`, explaining errors, and accepting the welcome modal again on a 405 once."""
+        response: Response = self._sent(self._http.request, method, path, reaccept, kwargs)
+        return response
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> StreamBody:
+        """:meth:`Http.stream`, as :meth:`request`."""
+        body: StreamBody = self._sent(self._http.stream, method, path, True, kwargs)
+        return body
+
+    def _sent(self, send: Any, method: str, path: str, reaccept: bool, kwargs: dict[str, Any]) -> Any:
         try:
-            return self._http.request(method, path, **kwargs)
+            return send(method, path, **kwargs)
         except H2oError as exc:
             self._explain(method, exc)
             if not (isinstance(exc, APIStatusError) and exc.status_code == 405 and reaccept
                     and self._reaccept(exc, method, path, kwargs.get("abort"))):
                 raise
         try:
-            return self._http.request(method, path, **kwargs)
-        except H2oError as exc:
-            self._explain(method, exc)
-            raise
-
-    def stream(self, method: str, path: str, **kwargs: Any) -> StreamBody:
-        """:meth:`Http.stream`, as :meth:`request`."""
-        try:
-            return self._http.stream(method, path, **kwargs)
-        except H2oError as exc:
-            self._explain(method, exc)
-            if not (isinstance(exc, APIStatusError) and exc.status_code == 405
-                    and self._reaccept(exc, method, path, kwargs.get("abort"))):
-                raise
-        try:
-            return self._http.stream(method, path, **kwargs)
+            return send(method, path, **kwargs)
         except H2oError as exc:
             self._explain(method, exc)
             raise
