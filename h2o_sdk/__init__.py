@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from ._async_client import AsyncClient, AsyncConversation, AsyncStream
     from ._client import Client
     from ._conversation import Conversation
+    from ._events import (
+        Event,
+        File,
+        Reasoning,
+        RouterMetadata,
+        Status,
+        Title,
+        ToolCall,
+        ToolError,
+        ToolResult,
+        Unknown,
+        WebSearch,
+    )
     from ._exceptions import (
         APIConnectionError,
         APIStatusError,
@@ -53,6 +66,11 @@ _MODULES = {
     **dict.fromkeys(("AsyncClient", "AsyncConversation", "AsyncStream"), "_async_client"),
     "Client": "_client",
     "Conversation": "_conversation",
+    **dict.fromkeys(
+        ("Event", "File", "Reasoning", "RouterMetadata", "Status", "Title", "ToolCall", "ToolError", "ToolResult",
+         "Unknown", "WebSearch"),
+        "_events",
+    ),
     **dict.fromkeys(
         (
             "APIConnectionError", "APIStatusError", "APITimeoutError", "AuthenticationError", "BadRequestError",
@@ -99,6 +117,8 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
+    "Event",
+    "File",
     "GenerationError",
     "H2o",
     "H2oError",
@@ -108,14 +128,23 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "Reasoning",
     "Reply",
+    "RouterMetadata",
     "SessionCookieError",
+    "Status",
     "Stream",
     "StreamError",
     "Timeout",
+    "Title",
     "Token",
+    "ToolCall",
+    "ToolError",
+    "ToolResult",
+    "Unknown",
     "UnprocessableEntityError",
     "UnsupportedError",
+    "WebSearch",
     "__version__",
     "format_prompt",
 ]

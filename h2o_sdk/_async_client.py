@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from ._client import Client
 from ._conversation import Conversation
+from ._events import Event
 from ._exceptions import IncompleteStreamError
 from ._http import Session
 from ._protocol import DEFAULT_BASE_URL, Messages
@@ -295,6 +296,32 @@ class AsyncConversation(AsyncResource):
         await self._open()
         return await _finish(self.retry_stream(keep_tokens=keep_tokens, **parameters))
 
+    def continue_stream(self, *, keep_tokens: bool | None = False) -> AsyncStream:
+        """Extend the last reply, streaming the new text (see :meth:`Conversation.continue_stream`)."""
+        return AsyncStream(self._opened().continue_stream(keep_tokens=keep_tokens), self._client)
+
+    async def continue_(self, *, keep_tokens: bool | None = None) -> Reply:
+        """Extend the last reply and wait for the new text."""
+        await self._open()
+        return await _finish(self.continue_stream(keep_tokens=keep_tokens))
+
+    def edit_stream(self, index: int, text: str, *, keep_tokens: bool | None = False) -> AsyncStream:
+        """Replace the user message ``history[index]``, streaming a new reply (see :meth:`Conversation.edit_stream`)."""
+        return AsyncStream(self._opened().edit_stream(index, text, keep_tokens=keep_tokens), self._client)
+
+    async def edit(self, index: int, text: str, *, keep_tokens: bool | None = None) -> Reply:
+        """Replace the user message ``history[index]`` and wait for the new reply."""
+        await self._open()
+        return await _finish(self.edit_stream(index, text, keep_tokens=keep_tokens))
+
+    async def branches(self, index: int) -> list[dict[str, Any]]:
+        """The versions of ``history[index]`` the server keeps (see :meth:`Conversation.branches`)."""
+        return await anyio.to_thread.run_sync(self._opened().branches, index)
+
+    async def switch(self, index: int, n: int) -> None:
+        """Make version ``n`` of ``history[index]`` the current branch (see :meth:`Conversation.switch`)."""
+        await anyio.to_thread.run_sync(self._opened().switch, index, n)
+
     async def aclose(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent).
 
@@ -381,7 +408,7 @@ class AsyncStream(AsyncResource):
         self._stream = stream
         self._client = client
         self._feed: _Feed | None = None
-        self._batch: deque[Token] = deque()
+        self._batch: deque[Any] = deque()
         self._closed = False
 
     @property
@@ -405,12 +432,17 @@ class AsyncStream(AsyncResource):
     async def __anext__(self) -> str:
         while True:
             token = await self._next_token()
-            if not token.special:
+            if token.__class__ is Token and not token.special:
                 return token.text
 
     def tokens(self) -> AsyncIterator[Token]:
         """Iterate the rest of this stream as :class:`Token` objects."""
-        return _Tokens(self)
+        return _Tokens(self, events=False)
+
+    def events(self) -> AsyncIterator[Event]:
+        """Iterate the rest of this stream as every update the server sends, typed (as :meth:`Stream.events`)."""
+        self._stream.events()  # the reader thread's items now include the events
+        return _Tokens(self, events=True)
 
     async def aclose(self) -> None:
         """Stop the stream and wait until the server conversation is cleaned up (idempotent)."""
@@ -435,7 +467,7 @@ class AsyncStream(AsyncResource):
     def __repr__(self) -> str:
         return f"<AsyncStream conversation={self.conversation_id!r}>"
 
-    async def _next_token(self) -> Token:
+    async def _next_token(self) -> Any:
         if self._batch:
             return self._batch.popleft()
         if self._closed:
@@ -489,16 +521,20 @@ class AsyncStream(AsyncResource):
 
 
 class _Tokens:
-    """``AsyncStream.tokens()``: the same stream, as :class:`Token` objects."""
+    """``AsyncStream.tokens()`` and ``events()``: the same stream, as :class:`Token` objects or every event."""
 
-    def __init__(self, stream: AsyncStream) -> None:
+    def __init__(self, stream: AsyncStream, *, events: bool) -> None:
         self._stream = stream
+        self._events = events
 
     def __aiter__(self) -> _Tokens:
         return self
 
-    async def __anext__(self) -> Token:
-        return await self._stream._next_token()
+    async def __anext__(self) -> Any:
+        while True:
+            item = await self._stream._next_token()
+            if self._events or item.__class__ is Token:
+                return item
 
 
 class _Feed:
@@ -514,7 +550,7 @@ class _Feed:
         self._capacity = capacity
         self._loop = loop
         self._cond = threading.Condition()
-        self._buffer: list[Token] = []
+        self._buffer: list[Any] = []  # tokens, and events once asked for
         self._waiter: anyio.Event | None = None
         self._aborted = False
         self.done = False
@@ -530,7 +566,7 @@ class _Feed:
 
     # -- the event loop's side --------------------------------------------------
 
-    def take(self) -> list[Token] | anyio.Event | None:
+    def take(self) -> list[Any] | anyio.Event | None:
         """A batch of tokens, an event to wait on, or ``None`` once finished."""
         with self._cond:
             if self._buffer:
@@ -562,7 +598,7 @@ class _Feed:
         try:
             if self._aborted:
                 return  # shut before the thread ran: send nothing (finally closes the stream)
-            for token in self._stream.tokens():
+            for token in self._stream._items():
                 with self._cond:
                     while len(self._buffer) >= self._capacity and not self._aborted:
                         self._cond.wait()

@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _protocol
-from ._conversation import Conversation, finish
+from ._conversation import Conversation, FileInput, finish, load_files
 from ._http import Abort, Http, Session
 from ._lifecycle import Turn
 from ._operations import Operations
@@ -161,7 +161,8 @@ class Client(Resource):
     # -- public API -------------------------------------------------------
 
     def stream(
-        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = False, **parameters: Any
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = False,
+        web_search: bool = False, files: Sequence[FileInput] | None = None, **parameters: Any,
     ) -> Stream:
         """Send a prompt in a new conversation and stream the reply.
 
@@ -172,6 +173,9 @@ class Client(Resource):
             model: The model id; the client's ``model`` when omitted.
             keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``
                 (``None``: where tokens carry more than text, the ``"0.4"`` family).
+            web_search: Let the server search the web first (0.7 to 0.9; see
+                :meth:`Conversation.stream`).
+            files: Files to attach (0.7 on): paths or ``(name, bytes, mime)`` triples.
             **parameters: TGI generation parameters (``temperature``, ``stop``,
                 ``seed``, ``details`` ...), merged over the seed's defaults;
                 only the ``"0.4"`` family takes them.
@@ -180,28 +184,35 @@ class Client(Resource):
             A :class:`Stream`; nothing is sent until it is iterated.
 
         Raises:
-            TypeError, ValueError: Bad messages, model or parameters (an
+            TypeError, ValueError: Bad messages, model, parameters (an
                 unknown parameter name is a ``TypeError`` naming the closest
-                valid one), or a closed client; before any request.
-            UnsupportedError: Parameters for a family that takes none (here
-                when the family is known, else when the stream starts, before
-                any conversation is created).
+                valid one) or files, or a closed client; before any request.
+            UnsupportedError: Parameters, ``web_search`` or ``files`` for a
+                family that cannot take them (here when the family is known,
+                else when the stream starts, before any conversation is created).
         """
         text = _protocol.format_prompt(messages)
+        if web_search not in (True, False):
+            raise TypeError(f"web_search must be a bool, not {web_search!r}")
+        attachments = load_files(files)
+        options = {"web_search": web_search, "files": bool(attachments)}
         if parameters:
             _protocol.check_parameter_values(parameters)  # bad parameters fail here, before any request
-            if (known := self._session.known_family) is not None:
-                known.check_parameters(parameters)
+        if (known := self._session.known_family) is not None:
+            known.check_parameters(parameters)
+            known.check_options(**options)
         model = _check_model(model) if model is not None else None
         self._operations.check_open()
 
         def build(family: Family) -> tuple[Prompt, str | None]:
             family.check_parameters(parameters)
+            family.check_options(**options)
             if not family.preprompt:
                 return Prompt(text, parameters=parameters), None
             # A system message becomes the conversation's preprompt where the family has one.
             preprompt, rest = _protocol.split_system(messages)
-            return Prompt(_protocol.format_prompt(rest) if preprompt is not None else text), preprompt
+            inputs = _protocol.format_prompt(rest) if preprompt is not None else text
+            return Prompt(inputs, web_search=web_search, files=attachments), preprompt
 
         turn = Turn(self._operations, model=model, build=build)
         return Stream(turn, max_event_size=self.max_event_size, keep_tokens=keep_tokens)
@@ -289,7 +300,8 @@ class Client(Resource):
         return self._operations.delete_all()
 
     def chat(
-        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None, **parameters: Any
+        self, messages: Messages, *, model: str | None = None, keep_tokens: bool | None = None,
+        web_search: bool = False, files: Sequence[FileInput] | None = None, **parameters: Any,
     ) -> Reply:
         """Send a prompt in a new conversation and wait for the whole reply.
 
@@ -302,7 +314,8 @@ class Client(Resource):
         Raises:
             H2oError: As :class:`Stream` documents.
         """
-        return finish(self.stream(messages, model=model, keep_tokens=keep_tokens, **parameters))
+        return finish(self.stream(messages, model=model, keep_tokens=keep_tokens, web_search=web_search, files=files,
+                                  **parameters))
 
     def close(self) -> None:
         """Clean up everything the client started, then close its connections (idempotent).

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import mimetypes
+import os
 import threading
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from . import _protocol
 from ._exceptions import IncompleteStreamError
 from ._lifecycle import Turn
-from ._protocol import Family, Prompt
+from ._protocol import Attachment, Family, Prompt, _readback
 from ._resource import Resource
 from ._stream import Stream
 from ._types import Reply
@@ -18,7 +20,52 @@ from ._types import Reply
 if TYPE_CHECKING:
     from ._operations import Operations
 
-__all__ = ["Conversation"]
+__all__ = ["Conversation", "FileInput", "load_files"]
+
+#: What ``files=`` takes for one file: a path, or ``(name, bytes, mime type)``.
+FileInput = Union[str, "os.PathLike[str]", tuple[str, bytes, str]]
+
+
+def load_files(files: Sequence[FileInput] | None) -> tuple[Attachment, ...]:
+    """Read ``files=`` into attachments, before any request.
+
+    A path's MIME type is guessed from its name (``application/octet-stream``
+    when unknown).
+
+    Raises:
+        TypeError: Not a list of paths or ``(name, bytes, mime)`` triples.
+        ValueError: A file that cannot be read, or is empty (chat-ui drops
+            empty files without a word).
+    """
+    if files is None:
+        return ()
+    if isinstance(files, (str, bytes, os.PathLike)) or (isinstance(files, tuple) and len(files) == 3
+                                                        and isinstance(files[1], (bytes, bytearray))):
+        raise TypeError("files must be a list of files (paths or (name, bytes, mime) triples), not one file")
+    out = []
+    for item in files:
+        if isinstance(item, (str, os.PathLike)):
+            path = os.fspath(item)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                raise ValueError(f"cannot read the file {path!r}: {exc.strerror or exc}") from exc
+            name = os.path.basename(path)
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        elif isinstance(item, tuple) and len(item) == 3:
+            name, data, mime = item
+            if not isinstance(name, str) or not isinstance(mime, str) or not isinstance(data, (bytes, bytearray)):
+                raise TypeError(f"a file triple must be (name: str, data: bytes, mime: str), not {item!r:.80}")
+            if not name.strip() or not mime.strip():
+                raise ValueError("a file needs a name and a MIME type")
+            data = bytes(data)
+        else:
+            raise TypeError(f"a file must be a path or a (name, bytes, mime) triple, not {type(item).__name__}")
+        if not data:
+            raise ValueError(f"the file {name!r} is empty: chat-ui drops empty files")
+        out.append(Attachment(name, data, mime))
+    return tuple(out)
 
 
 class Conversation(Resource):
@@ -161,13 +208,24 @@ class Conversation(Resource):
         """The turns so far as ``{"role", "content"}`` dicts (a copy)."""
         return [{"role": m["role"], "content": m["content"]} for m in self._messages]
 
-    def stream(self, text: str, *, keep_tokens: bool | None = False, **parameters: Any) -> Stream:
+    def stream(
+        self, text: str, *, keep_tokens: bool | None = False, web_search: bool = False,
+        files: Sequence[FileInput] | None = None, **parameters: Any,
+    ) -> Stream:
         """Send the next user message and stream the reply.
 
         Args:
             text: The user's message.
             keep_tokens: Keep every :class:`Token` for ``stream.reply.tokens``
                 (``None``: where tokens carry more than text, the ``"0.4"`` family).
+            web_search: Let the server search the web first (chat-ui 0.7 to
+                0.9): its progress arrives as :class:`WebSearch` events
+                (:meth:`Stream.events`), the pages it used on ``reply.sources``.
+            files: Files to attach (chat-ui 0.7 on): paths, or
+                ``(name, bytes, mime)`` triples. 0.7 and 0.8 take images only
+                (at most 2 MB and 224x224); 0.9 on take any file up to 10 MB.
+                A file the server finds too large is an :class:`APIStatusError`
+                (413) with its message.
             **parameters: Generation parameters for this turn, over the
                 conversation's.
 
@@ -175,17 +233,24 @@ class Conversation(Resource):
             A :class:`Stream`; nothing is sent until it is iterated.
 
         Raises:
-            TypeError, ValueError: Blank text, a closed conversation.
+            TypeError, ValueError: Blank text, a closed conversation, a file
+                that cannot be read.
+            UnsupportedError: ``web_search`` or ``files`` where the family has
+                neither (here when the family is known, else before the prompt is sent).
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not text.strip():
             raise ValueError("text is blank: chat-ui rejects blank inputs")
-        return self._turn(text, parameters, retry=False, keep_tokens=keep_tokens)
+        return self._turn(text, parameters, mode="send", keep_tokens=keep_tokens, web_search=web_search,
+                          files=load_files(files))
 
-    def chat(self, text: str, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
-        """Send the next user message and wait for the whole reply (``keep_tokens`` as :meth:`Client.chat`)."""
-        return finish(self.stream(text, keep_tokens=keep_tokens, **parameters))
+    def chat(
+        self, text: str, *, keep_tokens: bool | None = None, web_search: bool = False,
+        files: Sequence[FileInput] | None = None, **parameters: Any,
+    ) -> Reply:
+        """Send the next user message and wait for the whole reply (arguments as :meth:`stream`)."""
+        return finish(self.stream(text, keep_tokens=keep_tokens, web_search=web_search, files=files, **parameters))
 
     def retry_stream(self, *, keep_tokens: bool | None = False, **parameters: Any) -> Stream:
         """Regenerate the last reply (``is_retry``), streaming it.
@@ -196,11 +261,116 @@ class Conversation(Resource):
         last_user = next((m for m in reversed(self._messages) if m["role"] == "user"), None)
         if last_user is None:
             raise ValueError("there is no turn to retry yet")
-        return self._turn(last_user["content"], parameters, retry=True, keep_tokens=keep_tokens)
+        return self._turn(last_user["content"], parameters, mode="retry", keep_tokens=keep_tokens)
 
     def retry(self, *, keep_tokens: bool | None = None, **parameters: Any) -> Reply:
         """Regenerate the last reply and wait for it."""
         return finish(self.retry_stream(keep_tokens=keep_tokens, **parameters))
+
+    def continue_stream(self, *, keep_tokens: bool | None = False) -> Stream:
+        """Extend the last reply where it stopped (``is_continue``: chat-ui 0.8 and 0.9), streaming the new text.
+
+        ``reply.text`` is the new text; :attr:`history` then holds the whole reply.
+
+        Raises:
+            ValueError: The last message is not a reply (nothing to continue).
+            UnsupportedError: The family cannot continue (v0.7 predates it,
+                v0.10 ignores it and would store an empty message); before any request.
+        """
+        last = self._messages[-1] if self._messages else None
+        if last is None or last["role"] != "assistant":
+            raise ValueError("there is no reply to continue")
+        return self._turn(last["content"], {}, mode="continue", keep_tokens=keep_tokens)
+
+    def continue_(self, *, keep_tokens: bool | None = None) -> Reply:
+        """Extend the last reply and wait for the new text (as :meth:`continue_stream`)."""
+        return finish(self.continue_stream(keep_tokens=keep_tokens))
+
+    def edit_stream(self, index: int, text: str, *, keep_tokens: bool | None = False) -> Stream:
+        """Replace the user message ``history[index]`` and stream a new reply on a new branch (chat-ui 0.8 on).
+
+        As the web UI's edit: the server keeps the old message and what
+        followed it as another branch (:meth:`branches`, :meth:`switch`), and
+        :attr:`history` follows the new one.
+
+        Raises:
+            IndexError: No message at ``index``.
+            ValueError: ``history[index]`` is not a user message, or blank text.
+            UnsupportedError: The family keeps no tree (0.4, 0.7); before any request.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is blank: chat-ui rejects blank inputs")
+        message = self._at(index)
+        if message["role"] != "user":
+            raise ValueError(f"history[{index}] is a reply: only a user message can be edited (retry() "
+                             "regenerates a reply)")
+        return self._turn(text, {}, mode="edit", keep_tokens=keep_tokens, target=message["id"])
+
+    def edit(self, index: int, text: str, *, keep_tokens: bool | None = None) -> Reply:
+        """Replace the user message ``history[index]`` and wait for the new reply (as :meth:`edit_stream`)."""
+        return finish(self.edit_stream(index, text, keep_tokens=keep_tokens))
+
+    def branches(self, index: int) -> list[dict[str, Any]]:
+        """The versions of the message at ``history[index]`` the server keeps (chat-ui 0.8 on), oldest first.
+
+        An edit makes another version of a user message, a retry another
+        version of a reply. Reading changes nothing on the server.
+
+        Returns:
+            ``{"role", "content", "current"}`` dicts; ``current`` marks the
+            one :attr:`history` shows.
+
+        Raises:
+            IndexError: No message at ``index``.
+            UnsupportedError: The family keeps no tree.
+            H2oError: The server refused, or the network failed.
+        """
+        message = self._at(index)
+        _, messages = self._read_tree()
+        return [{"role": m.get("from"), "content": m.get("content"), "current": m.get("id") == message["id"]}
+                for m in _readback.siblings(messages, message["id"])]
+
+    def switch(self, index: int, n: int) -> None:
+        """Make version ``n`` of ``history[index]`` (as :meth:`branches` lists them) the current branch.
+
+        :attr:`history` then follows that version and the newest line of
+        messages below it, and the next turn goes there. Nothing changes on
+        the server.
+
+        Raises:
+            IndexError: No message at ``index``, or no version ``n``.
+            UnsupportedError: The family keeps no tree.
+            H2oError: The server refused, or the network failed.
+        """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        message = self._at(index)
+        _, messages = self._read_tree()
+        versions = _readback.siblings(messages, message["id"])
+        if not 0 <= n < len(versions):
+            raise IndexError(f"history[{index}] has {len(versions)} versions, not a version {n}")
+        chosen = versions[n].get("id")
+        assert isinstance(chosen, str)
+        self._take_branch(_readback.branch(messages, _readback.latest_leaf(messages, chosen)))
+
+    def _at(self, index: int) -> dict[str, str]:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int, not {type(index).__name__}")
+        if self._closed:
+            raise ValueError("this conversation is closed")
+        if self._id is None or not self._messages:
+            raise IndexError("the conversation has no messages yet")
+        if self._busy:
+            raise ValueError("a turn of this conversation is still streaming")
+        return self._messages[index]
+
+    def _read_tree(self) -> tuple[Family, list[dict[str, Any]]]:
+        assert self._id is not None
+        family, messages = self._operations.read_messages(self._id)
+        family.check_options(edit=True)
+        return family, messages
 
     def close(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent; logs failures)."""
@@ -238,20 +408,33 @@ class Conversation(Resource):
     def __repr__(self) -> str:
         return f"<Conversation id={self._id!r} turns={len(self._messages) // 2}>"
 
-    def _turn(self, text: str, parameters: Mapping[str, Any], *, retry: bool, keep_tokens: bool | None) -> Stream:
+    def _turn(
+        self, text: str, parameters: Mapping[str, Any], *, mode: str, keep_tokens: bool | None,
+        web_search: bool = False, files: tuple[Attachment, ...] = (), target: str | None = None,
+    ) -> Stream:
+        """One turn; ``mode``: ``"send"``, ``"retry"``, ``"edit"`` (of the user message ``target``), ``"continue"``."""
         if self._closed:
             raise ValueError("this conversation is closed")
+        if web_search not in (True, False):
+            raise TypeError(f"web_search must be a bool, not {web_search!r}")
         merged = {**self._parameters, **parameters}
         _protocol.check_text(text, "the prompt")  # bad text and parameters fail here, before any request
         _protocol.check_parameter_values(merged)
+        retry = mode == "retry"
+        options = {"web_search": web_search, "files": bool(files), "is_continue": mode == "continue",
+                   "edit": mode == "edit"}
+        if (known := self._operations.session.known_family) is not None:
+            known.check_options(**options)
         message_id = str(uuid.uuid4())
         if retry:
             message_id = next(m["id"] for m in reversed(self._messages) if m["role"] == "user")
 
         system = self._system_prompt if self._id is None else None  # it goes with the create
+        extra: dict[str, Any] = {"web_search": web_search, "files": files}
 
         def build(family: Family) -> tuple[Prompt, str | None]:
             family.check_parameters(merged)
+            family.check_options(**options)
             inputs, preprompt = text, system
             if system is not None and not family.preprompt:
                 # 0.4 keeps no preprompt: the first message carries it, in the seed's prompt format.
@@ -259,15 +442,21 @@ class Conversation(Resource):
                                                              {"role": "user", "content": text}]), None
             if not family.tree:
                 # The client names the user message; a retry replaces it and what follows.
-                return Prompt(inputs, message_id=message_id, is_retry=retry, parameters=merged), preprompt
+                return Prompt(inputs, message_id=message_id, is_retry=retry, parameters=merged, **extra), preprompt
             last = self._messages[-1] if self._messages else None
+            if mode == "continue" and last is not None:
+                turn.final_prefix = last["content"] if family.continue_whole else ""
+                return Prompt(None, parent_id=last["id"], is_continue=True), None
+            if mode == "edit":
+                # The edit button: the user message's id and the new text; the server adds a sibling.
+                return Prompt(text, parent_id=target, is_retry=True, **extra), None
             if retry and last is not None and last["role"] == "assistant":
                 # The retry button: the reply's id and no inputs; the answer becomes its sibling.
                 return Prompt(None, parent_id=last["id"], is_retry=True), None
             if retry and last is not None:
                 # The last reply failed and only the user message is stored: edit it.
                 return Prompt(text, parent_id=last["id"], is_retry=True), None
-            return Prompt(inputs, parent_id=self._leaf), preprompt
+            return Prompt(inputs, parent_id=self._leaf, **extra), preprompt
 
         # on_end must not refer to the stream: the cycle would keep an abandoned
         # stream (``break`` in a plain for loop) alive until the cyclic GC.

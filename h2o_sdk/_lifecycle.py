@@ -259,6 +259,9 @@ class Turn:
     Attributes:
         branch: For a conversation's turn, what the server stored afterwards
             (the current branch, root first), when the family reads it back.
+        final_prefix: Text the server's ``finalAnswer`` puts before the new
+            text, which the reply leaves out (0.8's answer to a continue is the
+            whole message); ``build`` sets it.
     """
 
     def __init__(
@@ -276,6 +279,8 @@ class Turn:
         self._family: Family | None = None
         self.stream_format = "sse"
         self.branch: list[dict[str, str]] | None = None
+        # What the server's finalAnswer repeats before the new text (a continue in 0.8); set by build.
+        self.final_prefix = ""
         self._owner = owner
         self._keep_partial = keep_partial
         self._abort = Abort()

@@ -191,7 +191,7 @@ class Operations:
         json_body: Any = payload
         if family.multipart:
             # A form content type: chat-ui's hook wants an Origin of this host (protocol-eras.md 1).
-            data, content_type = multipart_body(payload)
+            data, content_type = multipart_body(payload, prompt.files)
             json_body = None
             parts = urlsplit(self._http.base_url)
             headers.update({"Content-Type": content_type, "Origin": f"{parts.scheme}://{parts.netloc}",
@@ -268,6 +268,13 @@ class Operations:
             NotFoundError, ProtocolError: No such conversation in this session.
         """
         return self._read(conversation_id)
+
+    def read_messages(self, conversation_id: str) -> tuple[_protocol.Family, list[dict[str, Any]]]:
+        """The server's family and every message of a stored conversation (every branch), as stored."""
+        data, _ = self._read(conversation_id)
+        family = self.session.known_family
+        assert family is not None
+        return family, [m for m in data["messages"] if isinstance(m, dict)]
 
     def rename(self, conversation_id: str, title: str) -> None:
         """``PATCH /conversation/{id}`` with the new title (every release)."""

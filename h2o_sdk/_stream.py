@@ -11,11 +11,12 @@ server-sent events through sseclient-py (``"0.4"``; only this module sees
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from sseclient import SSEClient
 
+from ._events import Event
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -26,7 +27,7 @@ from ._exceptions import (
     StreamError,
 )
 from ._protocol import parse_event, reply_fields
-from ._protocol._updates import FINAL, STREAM, TITLE, parse_update
+from ._protocol._updates import FINAL, OTHER, STREAM, TITLE, parse_update, sources, to_events
 from ._resource import Resource
 from ._types import Reply, Token
 
@@ -183,6 +184,8 @@ class Exchange(Protocol):
     conversation_id: str | None
     #: How the body is read, known once :meth:`open` has returned: ``"sse"`` or ``"jsonl"``.
     stream_format: str
+    #: What the ``finalAnswer`` text repeats before the reply (a continue in 0.8), to leave out.
+    final_prefix: str
 
     @property
     def aborted(self) -> bool:
@@ -282,11 +285,41 @@ class Stream(Resource):
         generator = self._generator
         while True:
             token = next(generator)
-            if not token.special:
+            if token.__class__ is Token and not token.special:
                 return token.text
 
     def tokens(self) -> Iterator[Token]:
         """Iterate the rest of this stream as :class:`Token` objects."""
+        if not self._state.want_events:
+            return self._generator
+        return (item for item in self._generator if item.__class__ is Token)
+
+    def _items(self) -> Iterator[Any]:
+        """Tokens, and events once :meth:`events` was called (``AsyncStream``'s reader thread)."""
+        return self._generator
+
+    def events(self) -> Iterator[Event]:
+        """Iterate the rest of this stream as every update the server sends, typed.
+
+        Yields :class:`Token` objects and, from chat-ui 0.7 on, what comes
+        between them: :class:`Status`, :class:`Title`, :class:`WebSearch`,
+        :class:`ToolCall`, :class:`ToolResult`, :class:`ToolError`,
+        :class:`Reasoning`, :class:`File`, :class:`RouterMetadata`, and
+        :class:`Unknown` for an update type this SDK does not know. The
+        ``finalAnswer`` ends it (:attr:`reply`); an error status raises, as
+        iterating does. ``"0.4"`` streams only tokens.
+
+        Example::
+
+            with conversation.stream("Latest news?", web_search=True) as stream:
+                for event in stream.events():
+                    if isinstance(event, h2o_sdk.WebSearch):
+                        print("searching:", event.message, *event.args)
+                    elif isinstance(event, h2o_sdk.Token):
+                        print(event.text, end="")
+            print(stream.reply.sources)
+        """
+        self._state.want_events = True
         return self._generator
 
     def close(self) -> None:
@@ -325,7 +358,7 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("count", "exchange", "keep_tokens", "parts", "reply", "title", "tokens")
+    __slots__ = ("count", "exchange", "keep_tokens", "parts", "reply", "sources", "title", "tokens", "want_events")
 
     def __init__(self, keep_tokens: bool | None, exchange: Exchange) -> None:
         self.parts: list[str] = []
@@ -335,6 +368,8 @@ class _State:
         self.reply: Reply | None = None
         self.exchange = exchange
         self.title: str | None = None
+        self.sources: tuple[Mapping[str, str], ...] = ()
+        self.want_events = False  # events() was called: yield what is not a token too
 
     @property
     def conversation_id(self) -> str | None:
@@ -368,7 +403,7 @@ def _run(
     exchange: Exchange,
     max_event_size: int,
     on_end: Callable[[str | None, str, str | None], None] | None,
-) -> Generator[Token, None, None]:
+) -> Generator[Any, None, None]:
     try:
         body = exchange.open()
     except BaseException:
@@ -437,10 +472,11 @@ def _read_events(state: _State, events: Iterator[Any]) -> Generator[Token, None,
     return ""
 
 
-def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Token, None, str]:
-    """chat-ui updates to tokens, up to ``finalAnswer``; the outcome (``""``: the body ended first).
+def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, str]:
+    """chat-ui updates to tokens (and events, when asked), up to ``finalAnswer``; the outcome.
 
-    Nothing after ``finalAnswer`` is waited for: v0.7 never ends its body.
+    The outcome is ``""`` when the body ended first. Nothing after
+    ``finalAnswer`` is waited for: v0.7 never ends its body.
     """
     for line in lines:
         kind, value = parse_update(line)
@@ -450,16 +486,33 @@ def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Token, None,
             yield token
         elif kind == FINAL:
             interrupted = value.get("interrupted")
+            found = state.sources
+            grounded = sources(value.get("webSources"), "uri")  # 0.9.3 on: a grounded model's sources
+            if grounded:
+                seen = {s["url"] for s in found}
+                found += tuple(s for s in grounded if s["url"] not in seen)
+            text = value["text"]
+            prefix = state.exchange.final_prefix
+            if prefix and text.startswith(prefix):
+                text = text[len(prefix):]
             state.reply = Reply(
-                value["text"],
+                text,
                 tokens=tuple(state.tokens) if state.tokens is not None else (),
                 conversation_id=state.conversation_id,
                 title=state.title,
                 interrupted=interrupted if isinstance(interrupted, bool) else None,
+                sources=found,
             )
             return _FINAL
         elif kind == TITLE:
-            state.title = value
+            state.title, update = value
+            if state.want_events:
+                yield from to_events(update, state.title)
+        elif kind == OTHER:
+            if value.get("type") == "webSearch" and "sources" in value:
+                state.sources = sources(value["sources"])
+            if state.want_events:
+                yield from to_events(value)
     return ""
 
 

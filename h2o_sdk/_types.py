@@ -61,6 +61,10 @@ class Reply:
             reply (chat-ui 0.7 on), else ``None``.
         interrupted: chat-ui 0.9 on: ``True`` when generation did not end on
             its own (stopped, or the token limit); ``None`` when not said.
+        sources: The web pages the server's web search used
+            (``web_search=True``), as ``{"title", "url"}`` dicts, and the
+            ``webSources`` of a grounded model (0.9.3 on); empty when there
+            were none, as after a search that failed on the server.
     """
 
     text: str
@@ -71,6 +75,7 @@ class Reply:
     conversation_id: str | None = None
     title: str | None = None
     interrupted: bool | None = None
+    sources: tuple[Mapping[str, str], ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:
         return self.text

@@ -34,6 +34,7 @@ class Exchange:
 
     aborted = False
     conversation_id = "c"
+    final_prefix = ""
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture

@@ -12,6 +12,9 @@ EXPECTED = {
     "IncompleteStreamError", "InternalServerError", "NotFoundError", "PermissionDeniedError", "ProtocolError",
     "RateLimitError", "Reply", "SessionCookieError", "Stream", "StreamError", "Timeout", "Token",
     "UnprocessableEntityError", "UnsupportedError", "__version__", "format_prompt",
+    # Stream.events() (issue 21)
+    "Event", "File", "Reasoning", "RouterMetadata", "Status", "Title", "ToolCall", "ToolError", "ToolResult",
+    "Unknown", "WebSearch",
 }
 
 

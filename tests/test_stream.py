@@ -22,6 +22,7 @@ class FakeExchange:
     conversation_id = CID
     aborted = False
     stream_format = "sse"
+    final_prefix = ""
 
     def __init__(self, chunks: Iterable[bytes | BaseException]) -> None:
         self._chunks = chunks

@@ -23,7 +23,7 @@ from ._common import (
     split_system,
     stop_generating_path,
 )
-from ._family import Family, Prompt, multipart_body
+from ._family import Attachment, Family, Prompt, multipart_body
 from .v0_4 import (
     DEFAULT_PARAMETERS,
     TGI_PARAMETERS,
@@ -36,8 +36,9 @@ from .v0_4 import (
 )
 
 __all__ = [
-    "CONVERSATION_PATH", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "FAMILIES", "PROTOCOLS",
-    "SETTINGS_PATH", "TGI_PARAMETERS", "Family", "Messages", "Prompt", "check_parameter_values", "check_parameters",
+    "Attachment", "CONVERSATION_PATH", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "DEFAULT_PARAMETERS", "FAMILIES",
+    "PROTOCOLS", "SETTINGS_PATH", "TGI_PARAMETERS", "Family", "Messages", "Prompt", "check_parameter_values",
+    "check_parameters",
     "check_protocol", "check_text", "conversation_path", "create_payload", "format_prompt", "multipart_body",
     "parse_conversation_id", "parse_event", "prompt_payload", "reply_fields", "settings_form", "split_system",
     "stop_generating_path",

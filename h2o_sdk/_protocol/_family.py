@@ -7,6 +7,7 @@ and how to read; it never tests a family's name.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Mapping
@@ -15,7 +16,19 @@ from typing import Any
 
 from .._exceptions import UnsupportedError
 
-__all__ = ["Family", "Prompt", "multipart_body"]
+__all__ = ["Attachment", "Family", "Prompt", "multipart_body"]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message (``files=``): its name, bytes and MIME type."""
+
+    name: str
+    data: bytes
+    mime: str
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -29,8 +42,12 @@ class Prompt:
         parent_id: The message to answer under (tree families: the root after
             create, the last reply after each turn; with ``is_retry``, the
             reply to regenerate).
-        is_retry: Regenerate.
+        is_retry: Regenerate (no ``inputs``), or edit the user message
+            ``parent_id`` names (with ``inputs``).
+        is_continue: Extend the reply ``parent_id`` names (``"0.8"``, ``"0.9"``).
         parameters: Generation parameters (``"0.4"`` only).
+        web_search: Run the server's web search first.
+        files: Files to attach.
     """
 
     inputs: str | None
@@ -38,6 +55,9 @@ class Prompt:
     parent_id: str | None = None
     is_retry: bool = False
     parameters: Mapping[str, Any] | None = None
+    is_continue: bool = False
+    web_search: bool = False
+    files: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,15 @@ class Family:
         session_settings: Where no gate exists, the settings POST of the
             welcome modal, which makes a new session and changes nothing else
             (``Client.connect()``); ``None`` where the gate's acceptance does.
+        web_search: The message's ``web_search`` switch runs the server's
+            search (0.7-0.9; 0.10 ignores it).
+        files: How files go with a message: ``"base64"`` (a JSON list of
+            base64 strings, 0.7 and 0.8), ``"parts"`` (multipart ``files``
+            parts named ``base64;<name>``, 0.9 on) or ``None`` (0.4 takes none).
+        continues: ``is_continue`` extends the last reply (0.8, 0.9; v0.7
+            predates it and v0.10 ignores it).
+        continue_whole: The ``finalAnswer`` of a continue is the whole
+            message (0.8), not only the new text (0.9).
     """
 
     name: str
@@ -89,6 +118,27 @@ class Family:
     delete_all: str = "form"
     patch_model: bool = False
     session_settings: str | None = None
+    web_search: bool = False
+    files: str | None = None
+    continues: bool = False
+    continue_whole: bool = False
+
+    def check_options(self, *, web_search: bool = False, files: bool = False, is_continue: bool = False,
+                      edit: bool = False) -> None:
+        """Refuse what this family's releases cannot do, before any request is sent for it.
+
+        Raises:
+            UnsupportedError: Naming the option, the family and where it works.
+        """
+        where = f"chat-ui {self.releases} (protocol {self.name!r})"
+        if web_search and not self.web_search:
+            raise UnsupportedError(f"{where} has no web-search switch (web_search=True works with 0.7 to 0.9)")
+        if files and self.files is None:
+            raise UnsupportedError(f"{where} takes no files with a message (files= works from 0.7 on)")
+        if is_continue and not self.continues:
+            raise UnsupportedError(f"{where} cannot continue a reply (continue_() works with 0.8 and 0.9)")
+        if edit and not self.tree:
+            raise UnsupportedError(f"{where} keeps no message tree to edit or branch (0.8 on)")
 
     def check_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Refuse generation parameters this family cannot send (``"0.4"`` overrides this).
@@ -115,11 +165,20 @@ class Family:
         return f"{self.name} (chat-ui {self.releases})"
 
 
-def multipart_body(data: Mapping[str, Any]) -> tuple[bytes, str]:
-    """A ``multipart/form-data`` body with one ``data`` field, and its content type (protocol-eras.md 6)."""
+def multipart_body(data: Mapping[str, Any], files: tuple[Attachment, ...] = ()) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body: the ``data`` field, then one ``files`` part per file; and its content type.
+
+    Each file goes as the web UI sends it (protocol-eras.md 6): its filename
+    is ``base64;<name>``, its content the base64 text, its type the MIME type.
+    """
     boundary = f"----h2o-sdk-{uuid.uuid4().hex}"
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{text}\r\n--{boundary}--\r\n"
-    ).encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{text}\r\n"]
+    for file in files:
+        # Quotes and line breaks escaped as browsers do (HTML, multipart/form-data encoding algorithm).
+        name = file.name.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+        mime = file.mime.replace("\r", "").replace("\n", "")
+        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"base64;{name}\"\r\n"
+                     f"Content-Type: {mime}\r\n\r\n{file.base64()}\r\n")
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"

@@ -18,7 +18,8 @@ from .._exceptions import ProtocolError
 
 __all__ = [
     "MAX_READ_BACK", "branch", "conversation_from_api2", "conversation_from_page", "conversations_from_api",
-    "conversations_from_api2", "conversations_from_layout", "messages_from_api2", "messages_from_page",
+    "conversations_from_api2", "conversations_from_layout", "latest_leaf", "messages_from_api2", "messages_from_page",
+    "siblings",
 ]
 
 #: The largest read-back body accepted, in bytes.
@@ -121,22 +122,54 @@ def conversations_from_api2(document: Any) -> tuple[list[dict[str, Any]], bool]:
     return [c for c in items if isinstance(c, dict)], bool(data.get("hasMore"))
 
 
-def branch(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """The current branch, root first, as ``{"role", "content", "id"}`` dicts (the system root included).
+def branch(messages: Sequence[Mapping[str, Any]], leaf_id: str | None = None) -> list[dict[str, str]]:
+    """A branch, root first, as ``{"role", "content", "id"}`` dicts (the system root included).
 
-    Linear conversations (no ``ancestors``) are their messages in order.
+    The current branch ends at the last message (the server only appends), or
+    at ``leaf_id``. Linear conversations (no ``ancestors``) are their messages in order.
     """
     chain: Sequence[Mapping[str, Any]] = messages
     if messages and isinstance(messages[-1].get("ancestors"), list):
         by_id = {m.get("id"): m for m in messages}
-        leaf = messages[-1]
-        chain = [by_id[a] for a in leaf["ancestors"] if a in by_id] + [leaf]
+        leaf = by_id.get(leaf_id, messages[-1]) if leaf_id is not None else messages[-1]
+        ancestors = leaf.get("ancestors")
+        chain = [by_id[a] for a in ancestors if a in by_id] + [leaf] if isinstance(ancestors, list) else [leaf]
     out = []
     for message in chain:
         role, content, message_id = message.get("from"), message.get("content"), message.get("id")
         if isinstance(role, str) and isinstance(content, str):
             out.append({"role": role, "content": content, "id": message_id if isinstance(message_id, str) else ""})
     return out
+
+
+def siblings(messages: Sequence[Mapping[str, Any]], message_id: str) -> list[Mapping[str, Any]]:
+    """The messages at the same place as ``message_id`` in a tree (it included), oldest first.
+
+    They are its parent's ``children``: the versions an edit or a regenerate made.
+    """
+    by_id = {m.get("id"): m for m in messages}
+    message = by_id.get(message_id)
+    ancestors = message.get("ancestors") if message is not None else None
+    if message is None:
+        return []
+    if not isinstance(ancestors, list) or not ancestors or ancestors[-1] not in by_id:
+        return [message]
+    children = by_id[ancestors[-1]].get("children")
+    if not isinstance(children, list):
+        return [message]
+    return [by_id[c] for c in children if c in by_id]
+
+
+def latest_leaf(messages: Sequence[Mapping[str, Any]], message_id: str) -> str:
+    """The end of the newest line below ``message_id``: its last child's last child, and so on."""
+    by_id = {m.get("id"): m for m in messages}
+    current = message_id
+    for _ in range(len(messages)):  # bounded: a cycle in bad data cannot loop forever
+        children = by_id.get(current, {}).get("children")
+        if not isinstance(children, list) or not children or children[-1] not in by_id:
+            break
+        current = children[-1]
+    return current
 
 
 def _json(body: bytes, what: str) -> Any:

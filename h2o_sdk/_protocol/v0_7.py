@@ -20,8 +20,8 @@ class _V07(Family):
             "id": prompt.message_id or str(uuid.uuid4()),
             "response_id": str(uuid.uuid4()),
             "is_retry": prompt.is_retry,
-            "web_search": False,
-            "files": [],
+            "web_search": prompt.web_search,
+            "files": [file.base64() for file in prompt.files],
         }
 
     def settings_body(self, model: str) -> Any:
@@ -30,5 +30,5 @@ class _V07(Family):
 
 FAMILY = _V07(
     name="0.7", releases="v0.7", stream="jsonl", settings="json", multipart=False, tree=False, preprompt=True,
-    read_back="page", models=None, superjson=False, ends=False, stop_ends_reply=True,
+    read_back="page", models=None, superjson=False, ends=False, stop_ends_reply=True, web_search=True, files="base64",
 )

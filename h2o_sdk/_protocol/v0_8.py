@@ -15,7 +15,8 @@ from ._updates import settings_json, tree_body
 
 class _V08(Family):
     def body(self, prompt: Prompt) -> dict[str, Any]:
-        return {**tree_body(prompt), "web_search": False, "files": []}
+        # Base64 strings, as v0.8.x takes them (v0.9.0 and v0.9.1 took objects: protocol-eras.md 4).
+        return {**tree_body(prompt), "web_search": prompt.web_search, "files": [f.base64() for f in prompt.files]}
 
     def settings_body(self, model: str) -> Any:
         return settings_json(model)
@@ -24,5 +25,5 @@ class _V08(Family):
 FAMILY = _V08(
     name="0.8", releases="v0.8.0-v0.9.1", stream="jsonl", settings="json", multipart=False, tree=True,
     preprompt=True, read_back="page", models="/api/models", superjson=False, ends=True, listing="api",
-    stop_ends_reply=False,
+    stop_ends_reply=False, web_search=True, files="base64", continues=True, continue_whole=True,
 )

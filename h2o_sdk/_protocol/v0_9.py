@@ -15,7 +15,7 @@ from ._updates import settings_json, tree_body
 class _V09(Family):
     def body(self, prompt: Prompt) -> dict[str, Any]:
         # No "tools": its type changed within the family, and a wrong one is a 500 (protocol-eras.md 9.4).
-        return {**tree_body(prompt), "web_search": False}
+        return {**tree_body(prompt), "web_search": prompt.web_search}
 
     def settings_body(self, model: str) -> Any:
         return settings_json(model)
@@ -24,5 +24,5 @@ class _V09(Family):
 FAMILY = _V09(
     name="0.9", releases="v0.9.2-v0.9.5", stream="jsonl", settings="json", multipart=True, tree=True, preprompt=True,
     read_back="page", models="/api/models", superjson=False, ends=True, listing="api",
-    patch_model=True, stop_ends_reply=False,
+    patch_model=True, stop_ends_reply=False, web_search=True, files="parts", continues=True,
 )

@@ -44,3 +44,9 @@ class Era:
     summary_extra: tuple[str, ...] = ()  # api_api_conversations: keys beyond v0.8.4's
     message_updates: bool = False  # api_api_conversation_id: messages carry their "updates"
     patch_model: bool = False  # PATCH /conversation/{id} takes {"model"} (v0.9.3 on)
+    search: str | None = None  # web_search: the key naming a webSearch step, "messageType" (0.7, 0.8) or "subtype"
+    search_error: str = ""  # the search's error update's message without an engine (runWebSearch)
+    files: str | None = None  # "base64" (a JSON list of base64 images, <2MB and 224x224) or "parts" (<10MB)
+    continues: bool = False  # is_continue extends the last reply (0.8, 0.9)
+    continue_whole: bool = False  # a continue's finalAnswer is the whole message (0.8), not the new text (0.9)
+    extras: tuple[str, ...] = ()  # what the release's updates can carry besides text: tool, file, reasoning, router

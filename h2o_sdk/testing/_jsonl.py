@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 
 from . import _v010, _v07, _v08, _v09
 from ._era import Era
+from ._extras import Upload, check_uploads, marker_updates, read_uploads, stored_files, web_search
 from ._http import BodyWriter, ConversationRoutes, Handler
 from ._pagedata import Date, error_document, layout_document, page_document
 from ._replies import default_reply, tokenize
@@ -391,28 +393,39 @@ class JsonLinesHandler(ConversationRoutes):
             return None
         if not app._limiter.allow(self._session_id, str(self.client_address[0])):
             return self._route_error(429, {"message": RATE_LIMITED})
-        payload = self._message_payload(body)
+        parts: list[tuple[str, str, bytes]] = []
+        payload = self._message_payload(body, parts)
         if payload is None:
             return self._internal()
         if isinstance(payload, str):
             return self._json(400, {"message": payload})
+        uploads = read_uploads(self.era, payload, parts) if self.era.files else []
+        if uploads is None:
+            return self._internal()
+        refusal = check_uploads(self.era, uploads)
+        if refusal is not None:
+            return self._internal() if refusal[0] == 500 else self._json(refusal[0], {"message": refusal[1]})
         try:
-            turn = self._place(conversation, payload)
+            turn = self._place(conversation, payload, uploads)
+        except _Refused as exc:
+            return self._json(exc.status, {"message": exc.message})
         except (ValueError, KeyError, TypeError):
             return self._internal()
         # In front of a real model server, its markers are the model server's to act on.
         fault = app._fault("prompt") or (marker_fault(turn.inputs) if app.upstream is None else None)
         _Reply(self, conversation, turn, fault).run()
 
-    def _message_payload(self, body: bytes) -> dict[str, Any] | str | None:
-        """The message's JSON; ``None`` if unreadable (a 500), a str for a 400."""
+    def _message_payload(self, body: bytes, files: list[tuple[str, str, bytes]]) -> dict[str, Any] | str | None:
+        """The message's JSON; ``None`` if unreadable (a 500), a str for a 400; ``files`` gets the file parts."""
         if self.era.multipart:
             content_type = self.headers.get("Content-Type") or ""
             if not content_type.lower().startswith("multipart/form-data"):
                 return None  # request.formData() throws
-            data = _form_field(body, content_type, "data")
+            fields = _form_parts(body, content_type)
+            data = next((content for name, _, _, content in fields if name == "data"), None)
             if data is None:
                 return "Invalid request"
+            files += [(filename, mime, content) for name, filename, mime, content in fields if name == "files"]
             body = data
         try:
             payload = json.loads(body)
@@ -420,11 +433,13 @@ class JsonLinesHandler(ConversationRoutes):
             return None
         return payload if isinstance(payload, dict) else None
 
-    def _place(self, conversation: Conversation, payload: Mapping[str, Any]) -> _Turn:
+    def _place(self, conversation: Conversation, payload: Mapping[str, Any], uploads: list[Upload]) -> _Turn:
         """Store the user message (and, in a tree, an empty reply) as the release does; raise when it fails."""
         inputs = payload.get("inputs")
         message_id = payload.get("id")
         is_retry = payload.get("is_retry") is True
+        searching = payload.get("web_search") is True and self.era.search is not None
+        files = stored_files(self.era, uploads)
         if inputs is not None and (not isinstance(inputs, str) or not inputs.strip()):
             raise ValueError("blank inputs")
         if message_id is not None and not (isinstance(message_id, str) and UUID.match(message_id)):
@@ -440,17 +455,25 @@ class JsonLinesHandler(ConversationRoutes):
                     if index is not None:
                         del messages[index:]
                 user: dict[str, Any] = {"content": inputs, "from": "user", "id": message_id or str(uuid.uuid4()),
-                        "updatedAt": stamp, "files": [], "webSearch": None}
+                        "updatedAt": stamp, "files": files, "webSearch": None}
                 messages.append(user)
                 history = [m for m in messages]
                 reply: dict[str, Any] = {"from": "assistant", "content": "", "webSearch": None, "updates": [],
                          "id": str(uuid.uuid4()), "createdAt": stamp, "updatedAt": stamp}
-                return _Turn(conversation, history, inputs, reply, first=conversation.title == "New Chat")
+                return _Turn(conversation, history, inputs, reply, first=conversation.title == "New Chat",
+                             web_search=searching)
             by_id = {m["id"]: m for m in messages}
             if message_id is None or message_id not in by_id:
                 raise ValueError("You need to specify a parentId / Ancestor not found")
             target = by_id[message_id]
             parent: dict[str, Any]
+            if payload.get("is_continue") is True and self.era.continues:
+                # Extend the reply in place (msg_continue); only the last message of its line can be.
+                if target["children"]:
+                    raise _Refused(400, "Can only continue the last message")
+                history = [by_id[a] for a in target["ancestors"] if a in by_id] + [target]
+                user_text = next((m["content"] for m in reversed(history) if m["from"] == "user"), "")
+                return _Turn(conversation, history, user_text, target, first=False, previous=target["content"])
             if is_retry and target["from"] == "assistant":
                 parent = by_id[target["ancestors"][-1]]  # regenerate: a sibling of the reply
                 user_text = parent["content"]
@@ -459,7 +482,7 @@ class JsonLinesHandler(ConversationRoutes):
                     target = by_id[target["ancestors"][-1]]  # edit: a sibling of the user message
                 if inputs is None:
                     raise ValueError("no inputs")
-                parent = {"from": "user", "content": inputs, "files": [], "createdAt": stamp, "updatedAt": stamp,
+                parent = {"from": "user", "content": inputs, "files": files, "createdAt": stamp, "updatedAt": stamp,
                           "ancestors": [*target["ancestors"], target["id"]], "id": str(uuid.uuid4()),
                           "children": []}
                 target["children"].append(parent["id"])
@@ -472,16 +495,27 @@ class JsonLinesHandler(ConversationRoutes):
             messages.append(reply)
             history = [by_id.get(a) or parent for a in reply["ancestors"]]
             first = conversation.title == "New Chat"
-        return _Turn(conversation, [m for m in history if m is not None], user_text, reply, first=first)
+        return _Turn(conversation, [m for m in history if m is not None], user_text, reply, first=first,
+                     web_search=searching)
+
+
+class _Refused(Exception):
+    """The route answers ``status`` with ``{"message"}`` (SvelteKit's ``error()``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 @dataclass
 class _Turn:
     conversation: Conversation
-    history: list[dict[str, Any]]  # the branch the reply answers, its user message last
+    history: list[dict[str, Any]]  # the branch the reply answers, its user message last (a continue: the reply)
     inputs: str
     reply: dict[str, Any]  # the assistant message, stored (trees) or to store
     first: bool  # the conversation's first reply: it gets a title
+    web_search: bool = False  # search the web first
+    previous: str | None = None  # a continue: the reply's text so far
 
 
 class _Reply(BodyWriter):
@@ -575,10 +609,18 @@ class _Reply(BodyWriter):
                 # In front of a model server keepAlive runs on its timer only, as the real release's
                 # does (no keepAlive before a quick first token: v0.9.4 and v0.10.0 in front of the fakes).
                 self._update(_KEEPALIVE)
+        if turn.web_search:
+            updates, stored = web_search(era, turn.inputs, self.app.search)
+            for update in updates:
+                self._update(update)
+            with self.app._lock:
+                turn.reply["webSearch"] = stored
         if fault.status is not None:
             return self._fail(self._upstream_message(fault.status), status=fault.status)
         if self.app.upstream is not None:
             return self._relay()
+        for update in marker_updates(era, turn.inputs, self.conversation.model):
+            self._update(update)
         text = self._text()
         pieces = tokenize(text)
         if self._pause(self.app.first_token_delay) and self._stopped():
@@ -609,7 +651,7 @@ class _Reply(BodyWriter):
                 # The tree's reply exists from the start and its text grows as it streams: a reader
                 # (or a client that went away) sees the text so far.
                 with self.app._lock:
-                    turn.reply["content"] = "".join(self.streamed)
+                    turn.reply["content"] = (turn.previous or "") + "".join(self.streamed)
         self._finish()
 
     # -- in front of a real model server (issue 20) -------------------------------------
@@ -670,7 +712,7 @@ class _Reply(BodyWriter):
                 self._token(event.text)
                 if era.tree:
                     with app._lock:
-                        self.turn.reply["content"] = "".join(self.streamed)
+                        self.turn.reply["content"] = (self.turn.previous or "") + "".join(self.streamed)
                 continue
             if event.kind == "end":
                 self._finish()
@@ -735,6 +777,9 @@ class _Reply(BodyWriter):
         out = [f"<|im_start|>system\n{preprompt}<|im_end|>\n"] if preprompt else []
         for m in history:
             out.append(f"<|im_start|>{m['from']}\n{m['content']}<|im_end|>\n")
+        if self.turn.previous is not None:
+            # A continue: the reply so far, without its end token, is where the model goes on.
+            return "".join(out).removesuffix("<|im_end|>\n")
         return "".join(out) + "<|im_start|>assistant\n"
 
     def _upstream_message(self, status: int) -> str:
@@ -754,7 +799,7 @@ class _Reply(BodyWriter):
                 return
             stamp = now_iso()
             reply = self.turn.reply
-            reply["content"] = text
+            reply["content"] = (self.turn.previous or "") + text
             reply["updatedAt"] = stamp
             self.conversation.updated = stamp
             if reply not in self.conversation.messages:
@@ -810,6 +855,8 @@ class _Reply(BodyWriter):
 
     def _final(self, text: str, *, interrupted: bool | None) -> None:
         era = self.era
+        if self.turn.previous is not None and era.continue_whole:
+            text = self.turn.previous + text  # 0.8 answers a continue with the whole message
         final: dict[str, Any] = {"type": "finalAnswer", "text": text}
         if era.interrupted:
             final["interrupted"] = bool(interrupted)
@@ -838,17 +885,35 @@ class _Reply(BodyWriter):
                 return
 
 
-def _form_field(body: bytes, content_type: str, name: str) -> bytes | None:
-    """One field of a ``multipart/form-data`` body, or ``None``."""
+_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _form_parts(body: bytes, content_type: str) -> list[tuple[str, str, str, bytes]]:
+    """The parts of a ``multipart/form-data`` body as ``(name, filename, content type, content)``."""
     boundary = None
     for param in content_type.split(";")[1:]:
         key, _, value = param.strip().partition("=")
         if key.lower() == "boundary":
             boundary = value.strip('"')
     if not boundary:
-        return None
+        return []
+    out = []
     for chunk in body.split(b"--" + boundary.encode()):
         head, sep, content = chunk.partition(b"\r\n\r\n")
-        if sep and f'name="{name}"'.encode() in head:
-            return content.removesuffix(b"\r\n")
-    return None
+        if not sep:
+            continue
+        name = filename = mime = ""
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-type":
+                mime = value.strip()
+            elif key.strip().lower() == "content-disposition":
+                # Quoted values may hold ";" (the web UI's filenames are "base64;<name>").
+                for pkey, pvalue in _PARAM.findall(value):
+                    pvalue = pvalue.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
+                    if pkey == "name":
+                        name = pvalue
+                    elif pkey == "filename":
+                        filename = pvalue
+        out.append((name, filename, mime, content.removesuffix(b"\r\n")))
+    return out

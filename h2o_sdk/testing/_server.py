@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._extras import Search, fake_search
 from ._http import Handler, HTTPServer
 from ._store import MODELS, Conversation, Fault, RateLimiter, Record, Reply, Session
 from ._upstream import APIS, list_models
@@ -82,6 +83,7 @@ class ChatServer:
         hold_open: float = 30.0,
         stop_poll: float = 1.0,
         stop_ignore: float = 30.0,
+        search: Search | Sequence[Mapping[str, str]] | str | None = "fake",
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -128,6 +130,16 @@ class ChatServer:
                 if listed:
                     self.models = tuple(listed)
         self._upstreams: set[http.client.HTTPConnection] = set()
+        # The web search engine: made-up results locally; in front of a real model server, as a release
+        # without a search key (an error update, no sources), unless told.
+        if search == "fake":
+            search = fake_search if upstream is None else None
+        elif isinstance(search, str):
+            raise ValueError(f"search must be a function, a list of results, None or 'fake', not {search!r}")
+        elif search is not None and not callable(search):
+            results = [dict(r) for r in search]
+            search = lambda query: results  # noqa: E731
+        self.search: Search | None = search
         self.requests: list[Record] = []
         self.events_sent = 0
         self._faults = list(faults)
@@ -204,8 +216,8 @@ class ChatServer:
     def conversation(self, conversation_id: str) -> dict[str, Any] | None:
         """A copy of a stored conversation, or ``None``.
 
-        ``messages`` is the current branch as ``{"from", "content", "id"}``
-        (tree families leave out their system root); tree families (0.8 on)
+        ``messages`` is the current branch as ``{"from", "content", "id"}``,
+        with ``files`` where a message has some (tree families leave out their system root); tree families (0.8 on)
         add ``tree``, every stored message with its ``ancestors`` and ``children``.
         """
         with self._lock:
@@ -214,7 +226,8 @@ class ChatServer:
                 return None
             out: dict[str, Any] = {
                 "title": found.title, "model": found.model,
-                "messages": [{k: m[k] for k in ("from", "content", "id")} for m in found.branch()],
+                "messages": [{**{k: m[k] for k in ("from", "content", "id")},
+                              **({"files": list(m["files"])} if m.get("files") else {})} for m in found.branch()],
             }
             if found.root_id is not None:
                 out["tree"] = [dict(m) for m in found.messages]

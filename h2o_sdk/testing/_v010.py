@@ -10,6 +10,7 @@ protocol-eras.md 8).
 from ._era import Era
 
 ERA = Era(
+    files="parts", extras=("tool", "file", "reasoning", "router"),
     patch_model=True,
     name="0.10", gate=False, settings_path="/api/v2/user/settings", csrf="origin", tree=True, multipart=True,
     bad_model_status=400, new_errors=True, content_type="application/jsonl", title="early", regroup=None, pad=16,

@@ -8,6 +8,7 @@ chat-ui's own updates with no content type, and the response never ends
 from ._era import Era
 
 ERA = Era(
+    search="messageType", search_error="An error occurred with the web search", files="base64",
     name="0.7", gate=True, settings_path="/settings", csrf="referer", tree=False, multipart=False,
     bad_model_status=500, new_errors=False, content_type=None, title="status", regroup=None, pad=None,
     keepalive=False, interrupted=False, finished=False, ends=False, after_error="prompt", stop="final", api=False,

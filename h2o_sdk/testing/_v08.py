@@ -8,6 +8,7 @@ bug); ``/api/*`` appears (captures ``chat-ui-v0.8.4/``; protocol-eras.md 4).
 from ._era import Era
 
 ERA = Era(
+    search="messageType", search_error="An error occurred", files="base64", continues=True, continue_whole=True,
     name="0.8", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=False,
     bad_model_status=400, new_errors=True, content_type="text/event-stream", title="status", regroup=5, pad=None,
     keepalive=False, interrupted=False, finished=False, ends=True, after_error="so-far", stop="ignored", api=True,

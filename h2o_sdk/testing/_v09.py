@@ -9,6 +9,7 @@ ignored (captures ``chat-ui-v0.9.4/``; protocol-eras.md 6).
 from ._era import Era
 
 ERA = Era(
+    search="subtype", search_error="An error occurred", files="parts", continues=True, extras=("tool", "file"),
     patch_model=True,
     name="0.9", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=True,
     bad_model_status=400, new_errors=True, content_type="text/event-stream", title="late", regroup=None, pad=16,
