@@ -124,6 +124,10 @@ def _chat_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conversation", metavar="ID",
                         help="continue this conversation of the session (it is kept on the server)")
     parser.add_argument("--system", metavar="TEXT", help="a system prompt for a new conversation")
+    parser.add_argument("--web-search", action="store_true",
+                        help="let the server search the web first (chat-ui 0.7 to 0.9); the sources follow the reply")
+    parser.add_argument("--file", action="append", metavar="PATH", default=[],
+                        help="attach a file to the (first) message, chat-ui 0.7 on (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -185,15 +189,16 @@ def _chat(options: argparse.Namespace, stdin: TextIO, out: _Output, stderr: Text
                 return _interactive(client, options, out, stderr)
             parameters = _parameters(options, client)
             prompt = options.prompt if options.prompt is not None else stdin.read()
+            extras = {"web_search": options.web_search, "files": options.file or None}
             if options.conversation is not None:
                 with client.conversation(id=options.conversation, **parameters) as conversation, \
-                        conversation.stream(prompt) as stream:
+                        conversation.stream(prompt, **extras) as stream:
                     _print_stream(stream, options, out)
                 return 0
             messages: Any = prompt
             if options.system is not None:
                 messages = [{"role": "system", "content": options.system}, {"role": "user", "content": prompt}]
-            with client.stream(messages, model=options.model, **parameters) as stream:
+            with client.stream(messages, model=options.model, **extras, **parameters) as stream:
                 _print_stream(stream, options, out)
     except KeyboardInterrupt:
         out.write("\n")
@@ -306,6 +311,10 @@ def _print_stream(stream: Stream, options: argparse.Namespace, stdout: _Output) 
             stdout.write(text)
             stdout.flush()
         stdout.write("\n")
+        if stream.reply is not None and stream.reply.sources:
+            stdout.write("Sources:\n" + "".join(f"  {s['title'] or s['url']} <{s['url']}>\n"
+                                                 for s in stream.reply.sources))
+            stdout.flush()
         return
     for token in stream.tokens():
         event = {"type": "token", "id": token.id, "text": token.text, "logprob": token.logprob,
@@ -315,15 +324,18 @@ def _print_stream(stream: Stream, options: argparse.Namespace, stdout: _Output) 
     reply = stream.reply
     if reply is not None:
         final = {"type": "reply", "text": reply.text, "finish_reason": reply.finish_reason,
-                 "generated_tokens": reply.generated_tokens, "conversation_id": reply.conversation_id}
+                 "generated_tokens": reply.generated_tokens, "conversation_id": reply.conversation_id,
+                 "sources": list(reply.sources)}
         stdout.write(json.dumps(final, ensure_ascii=False) + "\n")
         stdout.flush()
 
 
-_COMMANDS = ("/new", "/retry", "/history", "/title", "/help", "/exit", "/quit")
-_HELP = "/new starts a new conversation, /retry regenerates the last reply, /history shows it, /title [NEW] " \
-        "shows or renames it, /exit or Ctrl-D leaves; Ctrl-C stops a reply; start a line with // to send one " \
-        "that begins with /."
+_COMMANDS = ("/new", "/retry", "/history", "/edit", "/title", "/help", "/exit", "/quit")
+_HELP = "/new starts a new conversation, /retry regenerates the last reply, /history shows it (numbered), " \
+        "/edit N TEXT replaces your message N and answers it anew (chat-ui 0.8 on), /title [NEW] shows or " \
+        "renames it, /exit or Ctrl-D leaves; Ctrl-C stops a reply; start a line with // to send one that " \
+        "begins with /."
+_EDIT = re.compile(r"^/edit\s+(\d+)\s+(.+)$", re.S)
 _COMMAND = re.compile(r"^/[A-Za-z][\w-]*$")
 
 
@@ -337,6 +349,7 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
         stdout.write(f"(continuing {conversation.title or conversation.id}: {len(conversation.history)} messages)\n")
     else:
         conversation = client.conversation(model=options.model, system_prompt=options.system, **parameters)
+    files: list[str] | None = options.file or None
     try:
         while True:
             try:
@@ -357,8 +370,22 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
                 continue
             word = command.split(maxsplit=1)[0]
             if word == "/history":
-                for message in conversation.history:
-                    stdout.write(f"{message['role']}> {message['content']}\n")
+                for number, message in enumerate(conversation.history, 1):
+                    stdout.write(f"{number} {message['role']}> {message['content']}\n")
+                stdout.flush()
+                continue
+            if word == "/edit":
+                edit = _EDIT.match(command)
+                if edit is None or int(edit.group(1)) < 1:
+                    print("h2o-chat: /edit N TEXT: N is a message's number in /history", file=stderr, flush=True)
+                    continue
+                try:
+                    with conversation.edit_stream(int(edit.group(1)) - 1, edit.group(2)) as stream:
+                        _print_stream(stream, options, stdout)
+                except KeyboardInterrupt:
+                    stdout.write("\n(stopped)\n")
+                except (H2oError, ValueError, IndexError) as exc:
+                    _report(exc, options, stdout, stderr)
                 stdout.flush()
                 continue
             if word == "/title":
@@ -385,7 +412,11 @@ def _interactive(client: Client, options: argparse.Namespace, stdout: _Output, s
                 stdout.flush()
                 continue
             try:
-                stream = conversation.retry_stream() if command == "/retry" else conversation.stream(line)
+                if command == "/retry":
+                    stream = conversation.retry_stream()
+                else:
+                    stream = conversation.stream(line, web_search=options.web_search, files=files)
+                    files = None  # --file goes with the first message
                 with stream:
                     _print_stream(stream, options, stdout)
             except KeyboardInterrupt:

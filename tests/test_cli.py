@@ -366,3 +366,66 @@ def test_interactive_history_and_title(server: ChatServer) -> None:
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_web_search_and_files_from_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    from h2o_sdk.testing import serve
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the Nile")
+    with serve(protocol="0.9", pace=0) as server:
+        assert main(["--base-url", server.url, "--web-search", "--file", str(notes), "Longest river?"]) == 0
+        out = capsys.readouterr().out
+        source = "Longest river? - Example Encyclopedia <https://example.com/wiki/Longest%20river%3F>"
+        assert f"Sources:\n  {source}\n" in out
+        assert main(["--base-url", server.url, "--web-search", "--json", "Longest river?"]) == 0
+        final = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert final["sources"][0]["url"] == "https://example.com/wiki/Longest%20river%3F"
+        assert server.live_conversations == 0
+        from h2o_sdk import Client
+
+        with Client(server.url, cookies={"hf-chat": "cli-files"}) as client, \
+                client.conversation(keep=True) as conversation:
+            conversation.chat("Hi")
+        assert conversation.id is not None
+        assert main(["--base-url", server.url, "--cookie", "hf-chat=cli-files", "--conversation", conversation.id,
+                     "--file", str(notes), "Read it"]) == 0
+        stored = server.conversation(conversation.id)
+        assert stored is not None and stored["messages"][-2]["files"][0]["name"] == "notes.txt"
+    with serve(pace=0) as server:  # 0.4: no web search there
+        assert main(["--base-url", server.url, "--web-search", "Hi"]) == 2
+        assert "web-search" in capsys.readouterr().err
+        assert main(["--base-url", server.url, "--file", str(tmp_path / "missing.txt"), "Hi"]) == 1
+        assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_interactive_edit() -> None:
+    from h2o_sdk.testing import serve
+
+    with serve(protocol="0.8", pace=0, reply=lambda prompt: "Reply to " + prompt.split("user\n")[-1].split("<")[0]) \
+            as server:
+        child = spawn("--base-url", server.url)
+        try:
+            child.expect("you> ")
+            child.sendline("Hello there")
+            child.expect("Reply to Hello there")
+            child.expect("you> ")
+            child.sendline("/edit 1 Good morning")
+            child.expect("Reply to Good morning")
+            child.expect("you> ")
+            child.sendline("/history")
+            child.expect("1 user> Good morning")
+            child.expect("2 assistant> Reply to Good morning")
+            child.expect("you> ")
+            child.sendline("/edit 2 not mine")
+            child.expect("only a user message can be edited")
+            child.expect("you> ")
+            child.sendline("/edit x")
+            child.expect("/edit N TEXT")
+            child.expect("you> ")
+            child.sendline("/exit")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        assert child.exitstatus == 0
+        assert server.live_conversations == 0
