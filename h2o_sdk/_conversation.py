@@ -223,7 +223,8 @@ class Conversation(Resource):
                 (:meth:`Stream.events`), the pages it used on ``reply.sources``.
             files: Files to attach (chat-ui 0.7 on): paths, or
                 ``(name, bytes, mime)`` triples. 0.7 and 0.8 take images only
-                (at most 2 MB and 224x224); 0.9 on take any file up to 10 MB.
+                (at most 224x224, and a production server takes a message of at
+                most 512 KiB); 0.9 on take any file up to 10 MB.
                 A file the server finds too large is an :class:`APIStatusError`
                 (413) with its message.
             **parameters: Generation parameters for this turn, over the

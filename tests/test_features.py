@@ -248,7 +248,8 @@ def test_files_are_stored_with_the_message(server: ChatServer, family: str, tmp_
         assert stored is not None
         user = stored["messages"][-2]
         assert user["content"] == "What is in these?"
-        digests = [hashlib.sha256(png(8, 8)).hexdigest()]
+        # As the real releases hash a file: the sha-256 of its text (v0.7 and v0.9.4 on loopback).
+        digests = ["4bf018d9a9bd214d76658c91084571588f745fb778d2f5bd4b3be7992fd23fa4"]
         if family in ("0.7", "0.8"):
             assert user["files"] == digests
         else:
@@ -381,4 +382,37 @@ def test_the_async_twins(server: ChatServer) -> None:
             assert conversation.history[2]["content"] == "Amazon?"
 
     anyio.run(main)
+    assert server.live_conversations == 0
+
+
+@pytest.mark.parametrize(("release", "family"), [("chat-ui-v0.7", "0.7"), ("chat-ui-v0.8.4", "0.8"),
+                                                 ("chat-ui-v0.9.4", "0.9"), ("chat-ui-v0.10.0", "0.10")])
+def test_the_emulator_stores_a_file_as_the_real_release_does(release: str, family: str) -> None:
+    """The captured read-back after msg_file (an 8x8 PNG named dot.png) against the emulator's."""
+    from h2o_sdk._protocol._readback import messages_from_api2, messages_from_page
+
+    from .captures import load
+
+    captured = load(release, "conv_read_after_file")
+    messages = (messages_from_api2 if family == "0.10" else messages_from_page)(captured.body)
+    theirs = next(m["files"] for m in messages if m.get("from") == "user" and m.get("files"))
+    with serve(protocol=family, pace=0) as server, Client(server.url) as client, \
+            client.conversation(keep=True) as conversation:
+        conversation.chat("What is on this picture?", files=[("dot.png", png(8, 8), "image/png")])
+        stored = server.conversation(conversation.id or "")
+        assert stored is not None
+        assert stored["messages"][-2]["files"] == theirs
+        conversation.delete()
+
+
+@pytest.mark.parametrize(("family", "limit"), [("0.7", 512 * 1024), ("0.8", 512 * 1024), ("0.9", 15 * 1024 * 1024)])
+def test_a_body_over_the_servers_limit_is_a_413(family: str, limit: int) -> None:
+    """adapter-node's BODY_SIZE_LIMIT, as the production builds answered on loopback."""
+    size = limit * 3 // 4  # base64 makes it larger than the limit
+    with serve(protocol=family, pace=0) as server, Client(server.url) as client, \
+            client.conversation() as conversation:
+        with pytest.raises(APIStatusError) as caught:
+            conversation.chat("Look", files=[("big.bin", b"\x00" * size, "application/octet-stream")])
+        assert caught.value.status_code == 413 and "Invalid request body" in str(caught.value)
+        assert conversation.chat("Still here?").text
     assert server.live_conversations == 0

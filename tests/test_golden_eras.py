@@ -165,7 +165,9 @@ class Replay:
         """A captured message id as the emulator's: the message at the same place in the same conversation,
         found in a later captured read-back that holds it."""
         start = self.captures.index(capture)
-        for later in self.captures[start:]:
+        # The read-backs after the request first, then those before it, nearest first (an id can be
+        # shown only before the request that names it: msg_continue_not_last).
+        for later in [*self.captures[start:], *self.captures[start - 1::-1]]:
             if not later.name.startswith("conv_read_after") or captured.encode() not in later.body:
                 continue
             captured_messages = _messages(later)
@@ -220,7 +222,8 @@ def _run(release: str) -> Replay:
 
 def _replay(release: str) -> Replay:
     family = RELEASES[release]
-    with serve(protocol=family, pace=0.02, reply=REPLY, secure_cookie=True, keepalive=0.05, hold_open=5) as server:
+    with serve(protocol=family, pace=0.02, reply=REPLY, secure_cookie=True, keepalive=0.05, hold_open=5,
+               search=None) as server:  # the releases ran with no search engine configured
         main = Replay(release, server)
         main.run(re.compile(r"^(?!rl_)"))
     if any(c.name.startswith("rl_msg") for c in main.captures):

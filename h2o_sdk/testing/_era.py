@@ -49,4 +49,5 @@ class Era:
     files: str | None = None  # "base64" (a JSON list of base64 images, <2MB and 224x224) or "parts" (<10MB)
     continues: bool = False  # is_continue extends the last reply (0.8, 0.9)
     continue_whole: bool = False  # a continue's finalAnswer is the whole message (0.8), not the new text (0.9)
+    body_limit: int = 15 * 1024 * 1024  # adapter-node's BODY_SIZE_LIMIT: 512 KiB by default (0.7, 0.8), 15 MiB after
     extras: tuple[str, ...] = ()  # what the release's updates can carry besides text: tool, file, reasoning, router

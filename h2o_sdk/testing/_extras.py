@@ -146,7 +146,8 @@ def check_uploads(era: Era, uploads: Sequence[Upload]) -> tuple[int, str] | None
 
 def stored_files(era: Era, uploads: Sequence[Upload]) -> list[Any]:
     """What the user message keeps: the files' hashes (0.7, 0.8), or ``{type, value, mime, name}`` (0.9 on)."""
-    hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
+    # uploadFile hashes the file's text (sha256(await file.text())): bytes that are not UTF-8 count as U+FFFD.
+    hashes = [hashlib.sha256(u.data.decode("utf-8", "replace").encode()).hexdigest() for u in uploads]
     if era.files == "base64":
         return hashes
     return [{"type": "hash", "value": h, "mime": u.mime, "name": u.name} for h, u in zip(hashes, uploads, strict=True)]

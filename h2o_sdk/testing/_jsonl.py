@@ -104,6 +104,14 @@ class JsonLinesHandler(ConversationRoutes):
     # -- the hook --------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.era.body_limit:
+            # adapter-node's BODY_SIZE_LIMIT, before chat-ui sees the request (v0.7, v0.8.4 production
+            # builds on loopback: 512 KiB by default; 0.9 on ship 15 MiB in their .env and Dockerfile).
+            while length > 0:
+                length -= len(self.rfile.read(min(length, 1 << 16)) or b"x" * length)
+            self.close_connection = True
+            return self._send(413, b"Invalid request body", cookie=False)
         body = self._read_body()
         path = self._app_path()
         cookie = cookie_value(self.headers.get("Cookie"))
@@ -532,6 +540,7 @@ class _Reply(BodyWriter):
         self.pending = ""  # 0.8: characters waiting for a whole piece
         self.last_keepalive = time.monotonic()
         self.saved = True  # the reply is to be stored
+        self.titled = False  # 0.9's late title is out
 
     # -- writing ---------------------------------------------------------------------
 
@@ -610,6 +619,10 @@ class _Reply(BodyWriter):
                 # does (no keepAlive before a quick first token: v0.9.4 and v0.10.0 in front of the fakes).
                 self._update(_KEEPALIVE)
         if turn.web_search:
+            if turn.first and era.title == "late" and self.app.upstream is None:
+                # 0.9 makes the title in a model call beside the generation: with a search to run
+                # first, the title is out before the search is done (msg_web_search_noengine).
+                self._late_title(self._text())
             updates, stored = web_search(era, turn.inputs, self.app.search)
             for update in updates:
                 self._update(update)
@@ -744,12 +757,17 @@ class _Reply(BodyWriter):
         """The reply is complete: title (0.9), store, finalAnswer."""
         self._flush()
         text = "".join(self.streamed)
-        if self.turn.first and self.era.title == "late":
-            title = f"💬 {text}"
-            self._update({"type": "title", "title": title})
-            self._retitle(title)
+        if self.turn.first and self.era.title == "late" and not self.titled:
+            self._late_title(text)
         self._save(text)
         self._final(text, interrupted=False)
+
+    def _late_title(self, text: str) -> None:
+        """0.9's title: the model's summary (the local model answers it as it answers the prompt)."""
+        title = f"💬 {text}"
+        self._update({"type": "title", "title": title})
+        self._retitle(title)
+        self.titled = True
 
     def _text(self) -> str:
         named = marker_reply(self.turn.inputs)

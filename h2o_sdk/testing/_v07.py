@@ -8,6 +8,7 @@ chat-ui's own updates with no content type, and the response never ends
 from ._era import Era
 
 ERA = Era(
+    body_limit=512 * 1024,
     search="messageType", search_error="An error occurred with the web search", files="base64",
     name="0.7", gate=True, settings_path="/settings", csrf="referer", tree=False, multipart=False,
     bad_model_status=500, new_errors=False, content_type=None, title="status", regroup=None, pad=None,

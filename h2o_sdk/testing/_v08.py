@@ -8,6 +8,7 @@ bug); ``/api/*`` appears (captures ``chat-ui-v0.8.4/``; protocol-eras.md 4).
 from ._era import Era
 
 ERA = Era(
+    body_limit=512 * 1024,
     search="messageType", search_error="An error occurred", files="base64", continues=True, continue_whole=True,
     name="0.8", gate=True, settings_path="/settings", csrf="origin", tree=True, multipart=False,
     bad_model_status=400, new_errors=True, content_type="text/event-stream", title="status", regroup=5, pad=None,
