@@ -34,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from . import _protocol
-from ._exceptions import APIConnectionError, APIStatusError, IncompleteStreamError, StreamError
+from ._exceptions import APIConnectionError, APIStatusError, H2oError, IncompleteStreamError, StreamError
 from ._http import Abort
 from ._protocol import Family, Prompt
 from ._session import FamilyChanged
@@ -201,8 +202,15 @@ class Transport(Protocol):
         """The current branch the server stored, root first; ``None`` if it cannot be read (logged)."""
         ...
 
-    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+    def cleanup_request(self, method: str, path: str, deadline: float, json_body: Any = None) -> None:
         """One cleanup request, bounded by ``deadline``; raises ``H2oError`` on failure."""
+        ...
+
+    def reattach(self, conversation_id: str, generation_id: str, seen: int, abort: Abort) -> Body | None:
+        """Follow a generation again after its connection dropped (chat-ui HEAD's ``/stream``).
+
+        Returns ``None`` where the server cannot (no sign of HEAD); raises ``H2oError`` on failure.
+        """
         ...
 
     def defer(self, conversation_id: str, steps: Sequence[Step]) -> None:
@@ -281,6 +289,10 @@ class Turn:
         self.branch: list[dict[str, str]] | None = None
         # What the server's finalAnswer repeats before the new text (a continue in 0.8); set by build.
         self.final_prefix = ""
+        # The reply's text as the caller has seen it, for HEAD's stop point (set by the stream).
+        self.seen_text = ""
+        self._generation_id: str | None = None
+        self._reattached = 0
         self._owner = owner
         self._keep_partial = keep_partial
         self._abort = Abort()
@@ -354,6 +366,9 @@ class Turn:
         family = self._family = transport.family(abort)
         self.stream_format = family.stream
         prompt, preprompt = self._build(family)  # what the family cannot send fails here, before any create
+        if family.generation_id:
+            prompt = replace(prompt, generation_id=str(uuid.uuid4()))
+            self._generation_id = prompt.generation_id
         self.conversation_id = owner._server_id() if owner is not None else None
         model = self._model or transport.model  # detection may have found the server's own default
         if self.conversation_id is None and preprompt is None and (spare := transport.take_spare(model)):
@@ -394,6 +409,37 @@ class Turn:
         if self.aborted:  # abort() came while the answer's headers were being read
             raise self._aborted_error()
         return body
+
+    def reattach(self, seen: int) -> Body | None:
+        """Follow the generation again after the connection dropped, past its first ``seen`` updates.
+
+        chat-ui HEAD keeps generating when a connection drops and replays the
+        run at ``GET /conversation/{id}/stream`` (issue 21). ``None`` where
+        that cannot be: another family or release, an abort, or after
+        :data:`_REATTACH_LIMIT` attempts.
+        """
+        if (self.aborted or self._generation_id is None or self.conversation_id is None
+                or self._reattached >= _REATTACH_LIMIT):
+            return None
+        self._reattached += 1
+        try:
+            body = self._transport.reattach(self.conversation_id, self._generation_id, seen, self._abort)
+        except H2oError as exc:
+            logger.info("could not follow conversation %s again: %s", self.conversation_id, exc)
+            return None
+        if body is not None:
+            if self._body is not None:
+                self._body.close(reuse=False)
+            self._body = body
+        return body
+
+    def _stop_step(self, conversation_id: str) -> Step:
+        """Stop-generating; with HEAD's stop point, so the server keeps what the caller saw (issue 21)."""
+        if self._generation_id is None:
+            return stop_step(conversation_id)
+        # seenContentLength counts as JavaScript does: UTF-16 code units.
+        seen = len(self.seen_text.encode("utf-16-le")) // 2
+        return stop_step(conversation_id, {"generationId": self._generation_id, "seenContentLength": seen})
 
     def _adopt(self, conversation_id: str) -> None:
         """Take ``conversation_id`` as this turn's; refused if its owner closed meanwhile."""
@@ -442,10 +488,10 @@ class Turn:
         try:
             if conversation_id is not None and self._owner is None:
                 # A one-shot turn: the caller waits for none of it.
-                later = [*([stop_step(conversation_id)] if cleanup.stop else []), delete_step(conversation_id)]
+                later = [*([self._stop_step(conversation_id)] if cleanup.stop else []), delete_step(conversation_id)]
             elif conversation_id is not None and cleanup.stop:
                 # A conversation's turn reads on after the stop, so history is what the server kept.
-                run_steps(transport, conversation_id, [stop_step(conversation_id)], deadline)
+                run_steps(transport, conversation_id, [self._stop_step(conversation_id)], deadline)
                 if cleanup.drain and self._keep_partial and body is not None and drain is not None:
                     body.set_deadline(deadline)
                     with contextlib.suppress(Exception):
@@ -485,16 +531,17 @@ class Turn:
         if self.conversation_id is not None:
             self._transport.defer(self.conversation_id, [delete_step(self.conversation_id)])
 
-Step = tuple[str, str, str]
+#: A cleanup request: what it does (for the log), method, path, and a JSON body or ``None``.
+Step = tuple[str, str, str, Any]
 """One cleanup request: what it does (for the log), its method and its path."""
 
 
-def stop_step(conversation_id: str) -> Step:
-    return "stop generating in", "POST", _protocol.stop_generating_path(conversation_id)
+def stop_step(conversation_id: str, body: Any = None) -> Step:
+    return "stop generating in", "POST", _protocol.stop_generating_path(conversation_id), body
 
 
 def delete_step(conversation_id: str) -> Step:
-    return "delete", "DELETE", _protocol.conversation_path(conversation_id)
+    return "delete", "DELETE", _protocol.conversation_path(conversation_id), None
 
 
 def run_steps(transport: Transport, conversation_id: str, steps: Sequence[Step], deadline: float) -> bool:
@@ -507,12 +554,12 @@ def run_steps(transport: Transport, conversation_id: str, steps: Sequence[Step],
     """
     ok = True
     start = time.monotonic()
-    for index, (what, method, path) in enumerate(steps):
+    for index, (what, method, path, body) in enumerate(steps):
         step_deadline = deadline
         if index < len(steps) - 1:
             step_deadline = min(deadline, start + (deadline - start) / 2)
         try:
-            transport.cleanup_request(method, path, step_deadline)
+            transport.cleanup_request(method, path, step_deadline, body)
         except Exception as exc:  # cleanup must not replace what is propagating
             ok = False
             logger.warning("could not %s conversation %s: %s", what, conversation_id, exc)
@@ -521,6 +568,8 @@ def run_steps(transport: Transport, conversation_id: str, steps: Sequence[Step],
 
 # Seconds an idle cleaner thread waits for more work before it exits.
 _IDLE = 2.0
+# How often a turn follows its generation again after dropped connections (chat-ui HEAD).
+_REATTACH_LIMIT = 5
 _cleaners: weakref.WeakSet[Cleaner] = weakref.WeakSet()
 
 

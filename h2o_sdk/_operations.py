@@ -56,6 +56,7 @@ class Operations:
         self.session = session
         self.timeout = http.timeout
         self.closed = False
+        self.resumable = False  # the server is chat-ui HEAD, which follows a generation again (issue 21)
         self._lock = threading.Lock()
         self._turns: set[Turn] = set()
         self._roots: dict[str, str] = {}  # tree families: a new conversation's root, when create named it
@@ -122,6 +123,10 @@ class Operations:
         answer = response.json()
         conversation_id = _protocol.parse_conversation_id(answer)
         self.session.confirm()
+        if isinstance(answer, Mapping) and "conversation" in answer:
+            # chat-ui HEAD's create answer carries the conversation; it also follows a generation
+            # again after a dropped connection (GET /conversation/{id}/stream). v0.10.0 does neither.
+            self.resumable = True
         root = _root_from_create(answer)
         if root is not None:
             with self._lock:
@@ -222,11 +227,19 @@ class Operations:
             raise error
         return body
 
-    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+    def reattach(self, conversation_id: str, generation_id: str, seen: int, abort: Abort) -> StreamBody | None:
+        if not self.resumable:
+            return None
+        path = (f"{_protocol.conversation_path(conversation_id)}/stream?generationId={quote(generation_id, safe='')}"
+                f"&fromSeq={seen}")
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(seen)}
+        return self.session.stream("GET", path, headers=headers, idempotent=True, follow=False, abort=abort)
+
+    def cleanup_request(self, method: str, path: str, deadline: float, json_body: Any = None) -> None:
         # Cleanup still runs after close(), for the streams close() aborted; it
         # must not leave a reopened pool behind.
         try:
-            self.session.request(method, path, deadline=deadline)
+            self.session.request(method, path, deadline=deadline, json_body=json_body)
         finally:
             if self.closed:
                 self._http.close()

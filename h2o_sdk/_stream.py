@@ -186,6 +186,8 @@ class Exchange(Protocol):
     stream_format: str
     #: What the ``finalAnswer`` text repeats before the reply (a continue in 0.8), to leave out.
     final_prefix: str
+    #: The reply's text as the caller saw it, set before :meth:`finish` (HEAD's stop point).
+    seen_text: str
 
     @property
     def aborted(self) -> bool:
@@ -198,6 +200,10 @@ class Exchange(Protocol):
 
     def abort(self) -> bool:
         """Cut the turn short from any thread (never raises); ``False`` if it finishes in the background."""
+        ...
+
+    def reattach(self, seen: int) -> Any:
+        """After a dropped connection, the rest of the run as server-sent events, or ``None`` (chat-ui HEAD)."""
         ...
 
     def finish(self, outcome: str | None, drain: Callable[[], None] | None) -> str | None:
@@ -358,7 +364,8 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("count", "exchange", "keep_tokens", "parts", "reply", "sources", "title", "tokens", "want_events")
+    __slots__ = ("count", "ended", "exchange", "keep_tokens", "parts", "reply", "seq", "sources", "title", "tokens",
+                 "want_events")
 
     def __init__(self, keep_tokens: bool | None, exchange: Exchange) -> None:
         self.parts: list[str] = []
@@ -370,6 +377,8 @@ class _State:
         self.title: str | None = None
         self.sources: tuple[Mapping[str, str], ...] = ()
         self.want_events = False  # events() was called: yield what is not a token too
+        self.seq = 0  # updates read, keepAlive left out: chat-ui HEAD's sequence numbers
+        self.ended: str | None = None  # how a followed run ended, as HEAD's `end` event says
 
     @property
     def conversation_id(self) -> str | None:
@@ -416,16 +425,19 @@ def _run(
     # close(), an exception in the caller's loop, Ctrl-C.
     outcome = _CUT
     events: Iterator[Any] | None = None
+    current: list[Iterator[str]] = []  # the updates being read (HEAD: a run followed again)
     try:
         if exchange.stream_format == "jsonl":
-            events = json_lines(body.chunks(), max_event_size)
-            outcome = yield from _read_updates(state, events)
+            outcome = yield from _follow(state, exchange, body, max_event_size, current)
+            events = current[-1]
         else:
             events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
             outcome = yield from _read_events(state, events)
         if outcome == _FINAL:
             return
         outcome = _ended(exchange)
+        if state.ended == "gone":
+            raise _early_end(state, exchange, "the connection dropped and the server no longer has the generation")
         raise _early_end(state, exchange, "the stream ended before its last event")
     except _Truncated:
         outcome = _ended(exchange)
@@ -447,7 +459,10 @@ def _run(
         raise _early_end(state, exchange, f"the stream was cut: {exc}") from exc
     finally:
         stored = None
+        if current:
+            events = current[-1]
         try:
+            exchange.seen_text = state.text()
             drain = None if events is None else lambda: _drain(events, state, exchange.stream_format == "jsonl")
             stored = exchange.finish(outcome, drain)
         finally:  # even if a second Ctrl-C lands here
@@ -472,6 +487,58 @@ def _read_events(state: _State, events: Iterator[Any]) -> Generator[Token, None,
     return ""
 
 
+def _follow(
+    state: _State, exchange: Exchange, body: Any, max_event_size: int, current: list[Iterator[str]]
+) -> Generator[Any, None, str]:
+    """chat-ui's updates up to ``finalAnswer``, following the run again where the connection drops (HEAD).
+
+    chat-ui HEAD keeps generating when a connection drops and replays the run
+    from any sequence number as server-sent events (protocol-eras.md 8.5); the
+    prompt is never sent again. Elsewhere a drop ends the stream as before.
+    """
+    lines: Iterator[str] = json_lines(body.chunks(), max_event_size)
+    current.append(lines)
+    while True:
+        try:
+            outcome = yield from _read_updates(state, lines)
+            if outcome == _FINAL or state.ended is not None:
+                return outcome
+            again = None if exchange.aborted else exchange.reattach(state.seq)
+            if again is None:
+                return outcome
+        except APITimeoutError:
+            raise  # this side gave up waiting: a cut, not a drop
+        except (_Truncated, APIConnectionError):
+            again = None if exchange.aborted else exchange.reattach(state.seq)
+            if again is None:
+                raise
+        lines = _replayed(again.chunks(), max_event_size, state)
+        current.append(lines)
+
+
+def _replayed(chunks: Iterable[bytes], max_event_size: int, state: _State) -> Iterator[str]:
+    """The update lines of HEAD's ``/stream`` replay after ``state.seq``; its ``end`` event sets ``state.ended``.
+
+    The replay is real SSE: ``id: n`` / ``event: update`` / ``data: {update}``,
+    ``: heartbeat`` comments, then ``event: end`` / ``data: {"status"}``.
+    """
+    for event in SSEClient(iter(LineReader(chunks, max_event_size))).events():
+        if event.event == "end":
+            try:
+                status = json.loads(event.data).get("status")
+            except (ValueError, AttributeError):
+                status = None
+            state.ended = status if isinstance(status, str) else "unknown"
+            return
+        if event.event != "update":
+            continue
+        if event.id and event.id.isdigit():
+            if int(event.id) <= state.seq:
+                continue  # seen already
+            state.seq = int(event.id) - 1  # _read_updates counts it
+        yield event.data
+
+
 def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, str]:
     """chat-ui updates to tokens (and events, when asked), up to ``finalAnswer``; the outcome.
 
@@ -480,6 +547,7 @@ def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, s
     """
     for line in lines:
         kind, value = parse_update(line)
+        state.seq += 1
         if kind == STREAM:
             token = Token(None, value)
             state.add(token)
@@ -509,7 +577,9 @@ def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, s
             if state.want_events:
                 yield from to_events(update, state.title)
         elif kind == OTHER:
-            if value.get("type") == "webSearch" and "sources" in value:
+            if value.get("status") == "keepAlive":
+                state.seq -= 1  # HEAD's run does not keep them (head_stream_reattach_*)
+            elif value.get("type") == "webSearch" and "sources" in value:
                 state.sources = sources(value["sources"])
             if state.want_events:
                 yield from to_events(value)

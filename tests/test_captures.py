@@ -37,6 +37,10 @@ class Exchange:
     aborted = False
     conversation_id = "c"
     final_prefix = ""
+    seen_text = ""
+
+    def reattach(self, seen: int) -> None:
+        return None  # no HEAD here: a drop ends the stream
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture

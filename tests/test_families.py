@@ -156,7 +156,10 @@ def test_an_upstream_failure(family: str) -> None:
 @pytest.mark.parametrize("fault", [Fault(error_after=2), Fault(upstream_die_after=2), Fault(drop_after=2)],
                          ids=["error", "upstream-dies", "drop"])
 def test_errors_mid_stream_keep_the_text_so_far(family: str, fault: Fault) -> None:
-    with serve(protocol=family, pace=0, reply=REPLY, faults=[fault]) as server, Client(server.url) as client:
+    # The tagged v0.10.0: chat-ui HEAD follows a dropped generation again (tests/test_resume.py).
+    exact = {"release": "v0.10.0"} if family == "0.10" else {}
+    with serve(protocol=family, pace=0, reply=REPLY, faults=[fault], **exact) as server, \
+            Client(server.url) as client:
         in_band = fault.error_after is not None or (fault.upstream_die_after is not None and family != "0.4")
         with pytest.raises(GenerationError if in_band else IncompleteStreamError) as info:
             client.chat("Hi")

@@ -222,12 +222,14 @@ def _run(release: str) -> Replay:
 
 def _replay(release: str) -> Replay:
     family = RELEASES[release]
+    exact = {"release": "v0.10.0"} if release == "chat-ui-v0.10.0" else {}  # not HEAD: the tag itself
     with serve(protocol=family, pace=0.02, reply=REPLY, secure_cookie=True, keepalive=0.05, hold_open=5,
-               search=None) as server:  # the releases ran with no search engine configured
+               search=None, **exact) as server:  # the releases ran with no search engine configured
         main = Replay(release, server)
         main.run(re.compile(r"^(?!rl_)"))
     if any(c.name.startswith("rl_msg") for c in main.captures):
-        with serve(protocol=family, pace=0, reply=REPLY, secure_cookie=True, rate_limit=2, hold_open=1) as server:
+        with serve(protocol=family, pace=0, reply=REPLY, secure_cookie=True, rate_limit=2, hold_open=1,
+                   **exact) as server:
             limited = Replay(release, server)
             limited.run(re.compile(r"^rl_"))
         main.answers.update(limited.answers)

@@ -149,10 +149,13 @@ class FakeTransport:
             raise self._prompt
         return FakeBody()
 
-    def cleanup_request(self, method: str, path: str, deadline: float) -> None:
+    def cleanup_request(self, method: str, path: str, deadline: float, json_body: Any = None) -> None:
         self.sent.append((method, path))
         if isinstance(self._cleanup, BaseException):
             raise self._cleanup
+
+    def reattach(self, conversation_id: str, generation_id: str, seen: int, abort: Any) -> None:
+        return None  # no chat-ui HEAD here
 
     def defer(self, conversation_id: str, steps: Any) -> None:
         # The client's Cleaner runs these in the background; here, at once and in order.

@@ -23,6 +23,10 @@ class FakeExchange:
     aborted = False
     stream_format = "sse"
     final_prefix = ""
+    seen_text = ""
+
+    def reattach(self, seen: int) -> None:
+        return None  # no HEAD here: a drop ends the stream
 
     def __init__(self, chunks: Iterable[bytes | BaseException]) -> None:
         self._chunks = chunks

@@ -48,6 +48,8 @@ class Prompt:
         parameters: Generation parameters (``"0.4"`` only).
         web_search: Run the server's web search first.
         files: Files to attach.
+        generation_id: The client's name for the generation (``"0.10"``: chat-ui
+            HEAD follows it again after a dropped connection; v0.10.0 ignores it).
     """
 
     inputs: str | None
@@ -58,6 +60,7 @@ class Prompt:
     is_continue: bool = False
     web_search: bool = False
     files: tuple[Attachment, ...] = ()
+    generation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class Family:
             predates it and v0.10 ignores it).
         continue_whole: The ``finalAnswer`` of a continue is the whole
             message (0.8), not only the new text (0.9).
+        generation_id: The message names its generation (``generationId``,
+            chat-ui HEAD; harmless to v0.10.0, which ignores unknown keys).
     """
 
     name: str
@@ -122,6 +127,7 @@ class Family:
     files: str | None = None
     continues: bool = False
     continue_whole: bool = False
+    generation_id: bool = False
 
     def check_options(self, *, web_search: bool = False, files: bool = False, is_continue: bool = False,
                       edit: bool = False) -> None:

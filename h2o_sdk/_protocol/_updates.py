@@ -176,4 +176,6 @@ def tree_body(prompt: Prompt) -> dict[str, Any]:
     body["id"] = prompt.parent_id
     body["is_retry"] = prompt.is_retry
     body["is_continue"] = prompt.is_continue
+    if prompt.generation_id is not None:
+        body["generationId"] = prompt.generation_id
     return body

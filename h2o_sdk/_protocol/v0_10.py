@@ -32,5 +32,5 @@ FAMILY = _V010(
     name="0.10", releases="v0.9.6, v0.10+", stream="jsonl", settings=None, multipart=True, tree=True, preprompt=True,
     read_back="api2", models="/api/v2/models", superjson=True, ends=True, listing="api2", stop_ends_reply=True,
     delete_all="api2", patch_model=True,
-    session_settings="/api/v2/user/settings", files="parts",
+    session_settings="/api/v2/user/settings", files="parts", generation_id=True,
 )

@@ -296,7 +296,7 @@ class ConversationRoutes(Handler):
         elif route == ("PATCH", ()):
             self._patch(conversation_id, body)
         elif route == ("POST", ("stop-generating",)):
-            self._stop(conversation_id)
+            self._stop(conversation_id, body)
         else:
             return False
         return True
@@ -348,11 +348,20 @@ class ConversationRoutes(Handler):
             return self._json(200, {"type": "redirect", "status": 303, "location": location})
         return self._send(303, headers={"location": location}, chunked=True)
 
-    def _stop(self, conversation_id: str) -> None:
+    def _stop(self, conversation_id: str, body: bytes = b"") -> None:
         conversation = self._target(conversation_id, "stop")
         if conversation is None:
             return None
         if not self.stop_ignored:
+            # chat-ui HEAD takes a stop point, {generationId, seenContentLength}; a missing or
+            # invalid body is accepted (protocol-eras.md 8.5). The releases before it ignore the body.
+            try:
+                point = json.loads(body) if body else None
+            except ValueError:
+                point = None
+            if isinstance(point, dict) and isinstance(point.get("generationId"), str) and isinstance(
+                    point.get("seenContentLength"), int):
+                conversation.stop_point = (point["generationId"], point["seenContentLength"])
             conversation.stopped = True
             conversation.wake.set()
         self._send(200, chunked=True)

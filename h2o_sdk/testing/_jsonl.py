@@ -10,19 +10,24 @@ too: 0.7 never ends a response, 0.8 and 0.9 ignore stop-generating, 0.7 and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from . import _v010, _v07, _v08, _v09
 from ._era import Era
 from ._extras import Upload, check_uploads, marker_updates, read_uploads, stored_files, web_search
+from ._head import Run, clamp, replay
+from ._head import headers as replay_headers
 from ._http import BodyWriter, ConversationRoutes, Handler
 from ._pagedata import Date, error_document, layout_document, page_document
 from ._replies import default_reply, tokenize
@@ -167,6 +172,8 @@ class JsonLinesHandler(ConversationRoutes):
                 return self._page_data(conversation_id)
             if method in ("GET", "HEAD") and not rest:
                 return self._page(conversation_id)
+            if method == "GET" and rest == ["stream"] and self.app.head:
+                return self._replay(conversation_id)
             if method in ("GET", "HEAD") and rest == ["stop-generating"]:
                 return self._send(405, b"GET method not allowed", content_type="text/plain;charset=UTF-8",
                                   headers={"allow": "POST"})
@@ -234,7 +241,11 @@ class JsonLinesHandler(ConversationRoutes):
             conversation.root_id = root["id"]
         with app._lock:
             app._conversations[conversation_id] = conversation
-        self._json(200, {"conversationId": conversation_id}, chunked=True)
+        answer: dict[str, Any] = {"conversationId": conversation_id}
+        if app.head:
+            # HEAD answers with the conversation too, as GET /api/v2/conversations/{id} has it (conv_create).
+            answer["conversation"] = json.dumps({"json": self._conversation_v2(conversation)}, separators=(",", ":"))
+        self._json(200, answer, chunked=True)
 
     # -- the conversation -----------------------------------------------------------
 
@@ -332,11 +343,7 @@ class JsonLinesHandler(ConversationRoutes):
             conversation = self._owned(parts[1]) if CONV_ID.match(parts[1]) else None
             if conversation is None:
                 return self._json(404, {"message": "Conversation not found"})
-            return self._superjson({"messages": [dict(m) for m in list(conversation.messages)],
-                                    "title": conversation.title, "model": conversation.model,
-                                    "preprompt": conversation.preprompt, "rootMessageId": conversation.root_id,
-                                    "id": conversation.id, "updatedAt": conversation.updated,
-                                    "modelId": conversation.model, "shared": False})
+            return self._superjson(self._conversation_v2(conversation))
         if parts == ["user"]:
             return self._superjson(None)
         if parts == ["user", "settings"]:
@@ -360,6 +367,46 @@ class JsonLinesHandler(ConversationRoutes):
             config.update({"PUBLIC_APP_NAME": "ChatUI", "PUBLIC_APP_ASSETS": "chatui", "PUBLIC_ORIGIN": app.url})
             return self._superjson(config)
         return self._json(404, {"message": f"Page /api/v2/{'/'.join(parts)} not found"})
+
+    def _conversation_v2(self, conversation: Conversation) -> dict[str, Any]:
+        with self.app._lock:
+            messages = [dict(m) for m in list(conversation.messages)]
+        return {"messages": messages, "title": conversation.title, "model": conversation.model,
+                "preprompt": conversation.preprompt, "rootMessageId": conversation.root_id, "id": conversation.id,
+                "updatedAt": conversation.updated, "modelId": conversation.model, "shared": False}
+
+    def _replay(self, conversation_id: str) -> None:
+        """HEAD's ``GET /conversation/{id}/stream``: a run replayed and followed as server-sent events."""
+        conversation = self._owned(conversation_id) if CONV_ID.match(conversation_id) else None
+        if conversation is None:
+            return self._route_error(404, {"message": "Conversation not found"})
+        query = parse_qs(urlsplit(self.path).query)
+        generation = (query.get("generationId") or [""])[0]
+        after = (query.get("fromSeq") or ["0"])[0]
+        last = self.headers.get("Last-Event-ID") or ""
+        seen = max(int(after) if after.isdigit() else 0, int(last) if last.isdigit() else 0)
+        with self.app._lock:
+            run = self.app._runs.get((conversation_id, generation))
+        self._record(200)
+        self.send_response(200)
+        for name, value in replay_headers().items():
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def write(data: bytes) -> bool:
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                return True
+            except OSError:
+                self.close_connection = True
+                return False
+
+        replay(run, seen, write, self.app._stopping)
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
 
     def _superjson(self, value: Any) -> None:
         self._json(200, {"json": value}, chunked=True)
@@ -419,6 +466,9 @@ class JsonLinesHandler(ConversationRoutes):
             return self._json(exc.status, {"message": exc.message})
         except (ValueError, KeyError, TypeError):
             return self._internal()
+        generation = payload.get("generationId")
+        if self.app.head and isinstance(generation, str) and generation:
+            turn.generation_id = generation
         # In front of a real model server, its markers are the model server's to act on.
         fault = app._fault("prompt") or (marker_fault(turn.inputs) if app.upstream is None else None)
         _Reply(self, conversation, turn, fault).run()
@@ -524,6 +574,7 @@ class _Turn:
     first: bool  # the conversation's first reply: it gets a title
     web_search: bool = False  # search the web first
     previous: str | None = None  # a continue: the reply's text so far
+    generation_id: str | None = None  # HEAD: the client's name for the run, kept for /stream
 
 
 class _Reply(BodyWriter):
@@ -541,10 +592,18 @@ class _Reply(BodyWriter):
         self.last_keepalive = time.monotonic()
         self.saved = True  # the reply is to be stored
         self.titled = False  # 0.9's late title is out
+        self.run_kept: Run | None = None  # HEAD: the run, kept for replay
+        self.run_status = "completed"
+        if turn.generation_id is not None:
+            self.run_kept = Run()
+            with self.app._lock:
+                self.app._runs[(conversation.id, turn.generation_id)] = self.run_kept
 
     # -- writing ---------------------------------------------------------------------
 
     def _update(self, update: Mapping[str, Any]) -> None:
+        if self.run_kept is not None:
+            self.run_kept.record(update)
         self._write(dumps(update) + b"\n")
         if update.get("type") in ("stream", "finalAnswer") or update.get("status") == "error":
             with self.app._lock:
@@ -589,8 +648,16 @@ class _Reply(BodyWriter):
     # -- the answer --------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self.run_kept is not None:
+                self.run_kept.end(self.run_status)
+
+    def _run(self) -> None:
         handler, era, fault, turn = self.handler, self.era, self.fault, self.turn
         self.conversation.stopped = False
+        self.conversation.stop_point = None
         self.conversation.wake.clear()
         if fault.delay:
             self.app._stopping.wait(fault.delay)
@@ -644,9 +711,11 @@ class _Reply(BodyWriter):
             if fault.upstream_die_after == index:
                 return self._fail("terminated")
             if fault.drop_after == index:
-                self._save("".join(self.streamed))
-                handler.close_connection = True
-                return None
+                if self.run_kept is None:
+                    self._save("".join(self.streamed))
+                    handler.close_connection = True
+                    return None
+                self._cut()  # HEAD generates on without the client, for /stream
             if fault.malformed_after == index:
                 self._write(b"{\"type\":\"stream\",\"token\": not json\n")
             if fault.oversized_after == index:
@@ -823,9 +892,20 @@ class _Reply(BodyWriter):
             if reply not in self.conversation.messages:
                 self.conversation.messages.append(reply)
 
+    def _cut(self) -> None:
+        """The connection drops (a fault): the client sees its body end in the middle."""
+        self.connected = False
+        self.handler.close_connection = True
+        with contextlib.suppress(OSError):
+            self.handler.connection.shutdown(socket.SHUT_RDWR)
+
     def _on_stop(self) -> None:
         """Stop-generating (0.7, 0.10), or a delete or shutdown: end as the release does."""
         text = "".join(self.streamed)
+        self.run_status = "interrupted"
+        point = self.conversation.stop_point
+        if point is not None and point[0] == self.turn.generation_id:
+            text = clamp(text, point[1])  # HEAD keeps what the client saw (head_stop_with_stop_point)
         self._flush()
         self._save(text)
         if self.conversation.deleted or self.app._stopping.is_set():
@@ -841,6 +921,7 @@ class _Reply(BodyWriter):
                 nothing more to act out.
         """
         era = self.era
+        self.run_status = "error"
         if era.upstream_status and not attempted:
             # 0.10 tries the upstream again (its MCP flow, then plain generation, the OpenAI SDK's
             # retries): keepAlive lines meanwhile, and a stream that died is streamed again first.

@@ -84,6 +84,7 @@ class ChatServer:
         stop_poll: float = 1.0,
         stop_ignore: float = 30.0,
         search: Search | Sequence[Mapping[str, str]] | str | None = "fake",
+        release: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -92,6 +93,12 @@ class ChatServer:
         if base_path and (not base_path.startswith("/") or base_path.endswith("/")):
             raise ValueError(f"base_path must start with / and not end with one, like '/chat': {base_path!r}")
         self.protocol = protocol
+        # "0.10" acts out the newest release of its family, chat-ui HEAD (resumable generations),
+        # unless told to answer exactly as the tagged v0.10.0 does.
+        if release not in (None, "HEAD", "v0.10.0") or (release is not None and protocol != "0.10"):
+            raise ValueError(f"release is 'HEAD' or 'v0.10.0', for protocol '0.10' only, not {release!r}")
+        self.release = release or ("HEAD" if protocol == "0.10" else None)
+        self.head = self.release == "HEAD"
         self.require_login = require_login
         self.users = dict(users or {})
         self.base_path = base_path
@@ -147,6 +154,7 @@ class ChatServer:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._conversations: dict[str, Conversation] = {}
+        self._runs = _Runs()  # HEAD: (conversation id, generationId) -> the run, for /stream
         self._limiter = RateLimiter(rate_limit)
         self._counter = 0
         self._stopping = threading.Event()
@@ -262,6 +270,17 @@ class ChatServer:
 
 
 
+class _Runs(dict[tuple[str, str], Any]):
+    """HEAD's kept runs; the oldest go once there are many (a server of tests runs for minutes)."""
+
+    LIMIT = 1000
+
+    def __setitem__(self, key: tuple[str, str], value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.LIMIT:
+            del self[next(iter(self))]
+
+
 def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
     """Start a local chat-ui emulator in a background thread.
 
@@ -301,7 +320,16 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> ChatServer:
             ``{"role", "content"}`` messages, the system prompt first, that
             makes the prompt in place of the release's template, as
             ``chatPromptTemplate`` does) and ``upstream_timeout`` (seconds a
-            silent model server may take before it counts as gone).
+            silent model server may take before it counts as gone); ``search``
+            (the web-search engine from ``"0.7"`` to ``"0.9"``: ``"fake"``, the
+            default, makes up two results per query without a model server and
+            is off in front of one; ``None`` acts out a release with no engine
+            configured, which sends an error update and answers without
+            sources; or a list of ``{"title", "link"}`` results, or a function
+            of the query that returns them); ``release`` (``"0.10"`` only:
+            ``"HEAD"``, the default, acts out chat-ui's newest code, with
+            resumable generations and stop points; ``"v0.10.0"`` answers
+            exactly as that tag does).
 
     Returns:
         The running :class:`ChatServer`.

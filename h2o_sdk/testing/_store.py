@@ -157,6 +157,7 @@ class Conversation:
     preprompt: str = ""
     updated: str = ""
     last_stop: float = -1e9  # when a stop last took effect (0.4 ignores another within 30 s)
+    stop_point: tuple[str, int] | None = None  # HEAD: the stop's (generationId, seenContentLength)
 
     def branch(self) -> list[dict[str, Any]]:
         """The current branch, without the system root: the last message and its ancestors."""
