@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from . import APIStatusError, H2oError, StreamError, UnsupportedError, __version__
 from ._client import Client
+from ._http import check_base_url, is_loopback
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, PROTOCOLS
 from ._stream import Stream
 from ._types import MAX_TIMEOUT
@@ -140,8 +141,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pace", type=_pace, default=0.03, help="seconds between tokens (default: %(default)s)")
     parser.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure, as production")
     parser.add_argument("--no-welcome", action="store_true", help="do not require the welcome modal")
-    parser.add_argument("--protocol", choices=PROTOCOLS[1:], default="0.4",
-                        help="the chat-ui family to emulate (default: %(default)s)")
+    parser.add_argument("--protocol", choices=PROTOCOLS,
+                        help="the chat-ui family to emulate (default: 0.4); with --openai --base-url, the "
+                             "server's (default: detect)")
     parser.add_argument("--upstream", metavar="URL",
                         help="a model server to put the local server in front of: a TGI URL (0.4: its "
                              "/generate_stream), or an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1")
@@ -149,6 +151,20 @@ def _serve_parser() -> argparse.ArgumentParser:
                         help="the kind of model server (default: the family's own: tgi up to 0.9, openai for 0.10)")
     parser.add_argument("--upstream-key", default=os.environ.get("H2O_SDK_UPSTREAM_KEY") or None, metavar="KEY",
                         help="the model server's bearer token (default: $H2O_SDK_UPSTREAM_KEY)")
+    gateway = parser.add_argument_group("the OpenAI-compatible gateway (pip install 'h2o_sdk[gateway]')")
+    gateway.add_argument("--openai", action="store_true",
+                         help="serve OpenAI's chat-completions API (/v1) in front of a chat-ui server")
+    gateway.add_argument("--base-url", help="the chat-ui server behind the gateway")
+    gateway.add_argument("--local", action="store_true", help="put the local emulator behind the gateway")
+    gateway.add_argument("--cookie", action="append", type=_cookie, metavar="NAME=VALUE", default=[],
+                         help="a cookie of a logged-in session (repeatable)")
+    gateway.add_argument("--api-key", default=os.environ.get("H2O_SDK_GATEWAY_KEY") or None, metavar="KEY",
+                         help="requests must carry 'Authorization: Bearer KEY' (default: $H2O_SDK_GATEWAY_KEY); "
+                              "without one only loopback is served")
+    gateway.add_argument("--lenient", action="store_true",
+                         help="ignore sampling parameters the server cannot take, instead of a 400")
+    gateway.add_argument("--keep-conversations", action="store_true",
+                         help="never delete the conversations the gateway made")
     return parser
 
 
@@ -472,9 +488,16 @@ def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, st
     from .testing import ChatServer
 
     options = parser.parse_args(args)
+    if options.openai:
+        return _serve_openai(parser, options, stdout, stderr)
+    if options.protocol == "auto" or options.base_url or options.cookie or options.local or "--api-key" in args:
+        parser.print_usage(stderr)
+        print("h2o-chat serve: error: --base-url, --local, --cookie, --api-key and --protocol auto go with --openai",
+              file=stderr)
+        return 2
     try:
         server = ChatServer(options.host, options.port, pace=options.pace, secure_cookie=options.secure_cookie,
-                            require_welcome=not options.no_welcome, protocol=options.protocol,
+                            require_welcome=not options.no_welcome, protocol=options.protocol or "0.4",
                             upstream=options.upstream, upstream_api=options.upstream_api,
                             upstream_key=options.upstream_key)
     except ValueError as exc:  # an upstream URL or kind the family cannot take
@@ -487,7 +510,7 @@ def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, st
               f"{exc.strerror or exc}", file=stderr)
         return 2
     front = f" in front of {options.upstream} ({server.upstream_api})" if options.upstream else ""
-    stdout.write(f"h2o-chat: serving the local chat-ui {options.protocol} emulator on {server.url}{front} "
+    stdout.write(f"h2o-chat: serving the local chat-ui {server.protocol} emulator on {server.url}{front} "
                  "(Ctrl-C stops)\n")
     stdout.flush()
     try:
@@ -496,6 +519,50 @@ def _serve(parser: argparse.ArgumentParser, args: list[str], stdout: _Output, st
         pass
     finally:
         server.close()
+    return 0
+
+
+def _serve_openai(parser: argparse.ArgumentParser, options: argparse.Namespace, stdout: _Output,
+                  stderr: TextIO) -> int:
+    """``serve --openai``: the gateway on uvicorn, in front of ``--base-url`` or the local emulator."""
+
+    def usage(message: str) -> int:
+        parser.print_usage(stderr)
+        print(f"h2o-chat serve: error: {message}", file=stderr)
+        return 2
+
+    try:
+        import uvicorn
+
+        from .gateway import create_app
+    except ImportError as exc:
+        return usage(f"the gateway needs its extra: pip install 'h2o_sdk[gateway]' ({exc})")
+    if bool(options.local) == bool(options.base_url):
+        return usage("--openai needs --base-url URL or --local")
+    if options.api_key is None and not is_loopback(options.host):
+        return usage(f"without --api-key the gateway serves loopback only, not {options.host}")
+    emulator = None
+    try:
+        if options.local:
+            from .testing import ChatServer
+
+            emulator = ChatServer(pace=options.pace, protocol=options.protocol or "0.4").start()
+            base_url, protocol = emulator.url, emulator.protocol
+        else:
+            check_base_url(options.base_url)
+            base_url, protocol = options.base_url, options.protocol or "auto"
+        app = create_app(base_url, api_key=options.api_key, lenient=options.lenient,
+                         keep_conversations=options.keep_conversations, protocol=protocol,
+                         cookies=dict(options.cookie) or None)
+        stdout.write(f"h2o-chat: serving OpenAI's API on http://{options.host}:{options.port}/v1 in front of "
+                     f"{base_url} (Ctrl-C stops)\n")
+        stdout.flush()
+        uvicorn.run(app, host=options.host, port=options.port, log_level="warning")
+    except ValueError as exc:
+        return usage(str(exc))
+    finally:
+        if emulator is not None:
+            emulator.close()
     return 0
 
 
