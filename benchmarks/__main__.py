@@ -563,6 +563,12 @@ def import_time(report: Report, runs: int) -> None:
     shutil.rmtree(cache, ignore_errors=True)
 
 
+def _gateway_figure(report: Report, tokens: int, runs: int, concurrent: int) -> None:
+    from benchmarks.gateway import figure  # uvicorn and openai load only for this figure
+
+    figure(report, fake_server, tokens, runs, concurrent)
+
+
 def _pct(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))] if ordered else float("nan")
@@ -573,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
     parser.add_argument("--only", nargs="*", default=None,
                         help="burst families latency per_chat concurrent split cancellation memory import tls "
-                             "network")
+                             "network gateway")
     parser.add_argument("--write", action="store_true", help="write the results table into benchmarks/README.md")
     options = parser.parse_args(argv)
     quick = options.quick
@@ -593,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         "tls": lambda: tls(report, 5 if quick else 50, 1 if quick else 3),
         "network": lambda: network_figure(report, [0.02] if quick else [0.02, 0.1, 0.3], 3 if quick else 10,
                                           5 if quick else 50),
+        "gateway": lambda: _gateway_figure(report, 20 if quick else 300, 1 if quick else 3, 10 if quick else 100),
     }
     failed = []
     for name, run in plan.items():

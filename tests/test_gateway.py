@@ -267,6 +267,9 @@ def test_a_client_that_goes_away_stops_the_generation() -> None:
         assert chat.live_conversations == 0
         assert ("POST", f"/conversation/{next(iter([p for m, p in chat.paths() if m == 'DELETE']))[14:]}"
                 "/stop-generating") in chat.paths()
+        while any(t.name == "h2o-sdk-stream" for t in threading.enumerate()) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert not [t for t in threading.enumerate() if t.name == "h2o-sdk-stream"]  # no reader thread leaked
 
 
 def test_the_async_official_client_and_many_streams_at_once() -> None:

@@ -230,7 +230,8 @@ class _Gateway:
     async def _answer(self, chat: ChatRequest) -> Response:
         model = chat.model or self.client.model
         try:
-            protocol = await self.client.detect_protocol()
+            # Known after the first request: no worker thread for it on every request.
+            protocol = self.client.protocol or await self.client.detect_protocol()
         except H2oError as exc:
             raise _upstream(exc) from exc
         if chat.model is not None:
