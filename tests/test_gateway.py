@@ -333,3 +333,14 @@ def test_the_command_refuses_what_cannot_work(args: list[str], message: str,
 
     assert main(["serve", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_langchains_chat_openai_through_the_gateway() -> None:
+    """LangChain's ChatOpenAI, where it is installed (CI installs it for this test: .ci/run)."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    with serve(protocol="0.10", pace=0, reply=REPLY) as chat, Gateway(chat) as gateway:
+        model = langchain_openai.ChatOpenAI(base_url=gateway.url + "/v1", api_key="unused", model=chat.models[0],
+                                            max_retries=0)
+        assert model.invoke("Hi").content == REPLY
+        assert "".join(str(piece.content) for piece in model.stream("Hi")) == REPLY
+        assert model.invoke("Hi", stop=["sea"]).content == "Rivers run to the "
