@@ -63,9 +63,9 @@ class Report:
 
 @contextlib.contextmanager
 def fake_server(tokens: int, pace: float = 0.0, *, close_delimited: bool = False, stall: bool = False,
-                tls: str | None = None, family: str = "0.4") -> Iterator[str]:
+                tls: str | None = None, family: str = "0.4", first_token_delay: float = 0.0) -> Iterator[str]:
     args = [sys.executable, "-m", "benchmarks._server", "--tokens", str(tokens), "--pace", str(pace),
-            "--family", family]
+            "--family", family, "--first-token-delay", str(first_token_delay)]
     args += ["--close-delimited"] * close_delimited + ["--stall"] * stall + (["--tls", tls] if tls else [])
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:

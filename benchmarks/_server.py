@@ -6,6 +6,7 @@ server's ``time.monotonic_ns()`` at the moment it was written (the clock is
 shared by processes on one machine), so the client can measure latency.
 
     python -m benchmarks._server --tokens 1000 --pace 0.01 [--close-delimited] [--tls CERT_AND_KEY.pem]
+                                 [--first-token-delay SECONDS]
                                  [--family 0.4|0.7|0.8|0.9|0.10]
 
 ``--family`` answers as that chat-ui family: its detection probes, its
@@ -56,6 +57,7 @@ class Bench:
         self.family = family
         self.tokens = tokens
         self.pace = pace
+        self.first_token_delay = 0.0
         self.close_delimited = close_delimited
         self.stall = stall
         text = " tok"
@@ -141,6 +143,9 @@ class Bench:
             writer.write(wrap(_event(1000, "first")))
             await writer.drain()
             await asyncio.sleep(3600)
+        if self.first_token_delay:
+            await writer.drain()
+            await asyncio.sleep(self.first_token_delay)  # a model's time to its first token
         if self.pace <= 0:
             writer.write(b"".join(wrap(e) for e in self.burst_events))
         else:
@@ -161,12 +166,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--pace", type=float, default=0.0)
+    parser.add_argument("--first-token-delay", type=float, default=0.0)
     parser.add_argument("--close-delimited", action="store_true")
     parser.add_argument("--stall", action="store_true")
     parser.add_argument("--tls", metavar="PEM", help="serve https with this certificate and key")
     parser.add_argument("--family", default="0.4", choices=("0.4", "0.7", "0.8", "0.9", "0.10"))
     options = parser.parse_args()
     bench = Bench(options.tokens, options.pace, options.close_delimited, options.stall, options.family)
+    bench.first_token_delay = options.first_token_delay
     context = None
     if options.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
