@@ -283,15 +283,15 @@ def test_the_async_official_client_and_many_streams_at_once() -> None:
 
         results: list[str] = []
         async with anyio.create_task_group() as group:
-            for _ in range(40):
+            for _ in range(200):  # more than the client's 64 stream slots: the rest wait their turn
                 group.start_soon(one, results)
-        assert results == [REPLY] * 40
+        assert results == [REPLY] * 200
         await client.close()
 
     with serve(protocol="0.10", pace=0, reply=REPLY) as chat, Gateway(chat) as gateway:
         anyio.run(main, gateway.url)
         end = time.monotonic() + 10
-        while chat.live_conversations != 40 and time.monotonic() < end:
+        while chat.live_conversations != 200 and time.monotonic() < end:
             time.sleep(0.02)
     assert chat.live_conversations == 0  # deleted at shutdown
 
@@ -344,3 +344,27 @@ def test_langchains_chat_openai_through_the_gateway() -> None:
         assert model.invoke("Hi").content == REPLY
         assert "".join(str(piece.content) for piece in model.stream("Hi")) == REPLY
         assert model.invoke("Hi", stop=["sea"]).content == "Rivers run to the "
+
+
+def test_beyond_the_queue_the_answer_is_503() -> None:
+    async def main(url: str) -> list[int]:
+        statuses: list[int] = []
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+        async def one() -> None:
+            try:
+                await client.chat.completions.create(model="", messages=[{"role": "user", "content": "Hi"}])
+                statuses.append(200)
+            except openai.APIStatusError as exc:
+                statuses.append(exc.status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(one)
+        await client.close()
+        return statuses
+
+    with serve(protocol="0.10", pace=0.05, reply=REPLY) as chat, \
+            Gateway(chat, max_queue=1, max_concurrency=2) as gateway:
+        statuses = anyio.run(main, gateway.url)
+        assert sorted(statuses) == [200, 200, 200, 503, 503, 503]
