@@ -368,3 +368,22 @@ def test_beyond_the_queue_the_answer_is_503() -> None:
             Gateway(chat, max_queue=1, max_concurrency=2) as gateway:
         statuses = anyio.run(main, gateway.url)
         assert sorted(statuses) == [200, 200, 200, 503, 503, 503]
+
+
+def test_every_way_a_request_ends_frees_its_place() -> None:
+    with serve(protocol="0.10", pace=0, reply=REPLY, rate_limit=2) as chat, Gateway(chat) as gateway:
+        client = gateway.client()
+        messages: Any = [{"role": "user", "content": "Hi"}]
+        client.chat.completions.create(model="", messages=messages)
+        list(client.chat.completions.create(model="", messages=messages, stream=True))
+        with pytest.raises(openai.RateLimitError):  # refused at the first event: the turn existed
+            client.chat.completions.create(model="", messages=messages)
+        with pytest.raises(openai.BadRequestError):  # refused before any turn
+            client.chat.completions.create(model="", messages=messages, n=2)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="no/such", messages=messages)
+        app_gateway = gateway.server.config.app.state.gateway
+        end = time.monotonic() + 5
+        while (app_gateway.inflight or app_gateway.turns) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert app_gateway.inflight == 0 and not app_gateway.turns

@@ -212,6 +212,7 @@ class _Gateway:
             return _error(GatewayError(503, "the gateway is busy; try again shortly", type="server_error",
                                        headers={"retry-after": "1"}))
         self.inflight += 1
+        turns: list[_Turn] = []  # once the request has a turn, the turn's close frees its place
         try:
             self._check_key(request)
             try:
@@ -219,15 +220,17 @@ class _Gateway:
             except ValueError:
                 raise GatewayError(400, "the request body is not JSON") from None
             chat = _openai.parse_request(body)
-            return await self._answer(chat)
+            return await self._answer(chat, turns)
         except GatewayError as exc:
-            self.inflight -= 1
+            if not turns:
+                self.inflight -= 1
             return _error(exc)
         except BaseException:
-            self.inflight -= 1
+            if not turns:
+                self.inflight -= 1
             raise
 
-    async def _answer(self, chat: ChatRequest) -> Response:
+    async def _answer(self, chat: ChatRequest, turns: list[_Turn]) -> Response:
         model = chat.model or self.client.model
         try:
             # Known after the first request: no worker thread for it on every request.
@@ -243,19 +246,13 @@ class _Gateway:
         stream = conversation.stream(text, **parameters)
         turn = _Turn(self, chat, model, conversation, stream)
         self.turns.add(turn)
-        try:
-            await turn.start()  # the status waits for the server's first event
-        except BaseException:
-            self.inflight -= 1
-            raise
+        turns.append(turn)
+        await turn.start()  # the status waits for the server's first event
         headers = {"x-h2o-ignored-parameters": ", ".join(ignored)} if ignored else None
         if chat.stream:
             return StreamingResponse(turn.events(), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", **(headers or {})})
-        try:
-            return JSONResponse(await turn.whole(), headers=headers)
-        finally:
-            self.inflight -= 1
+        return JSONResponse(await turn.whole(), headers=headers)
 
     def _parameters(self, chat: ChatRequest, protocol: str | None) -> tuple[dict[str, Any], list[str]]:
         """The SDK's generation parameters; sampling goes to 0.4 only (a 400, or ignored when lenient)."""
@@ -403,7 +400,6 @@ class _Turn:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close(keep=self.done)
-                self.gateway.inflight -= 1
 
     async def whole(self) -> dict[str, Any]:
         try:
@@ -424,6 +420,7 @@ class _Turn:
         if self not in self.gateway.turns:
             return  # closed already
         self.gateway.turns.discard(self)
+        self.gateway.inflight -= 1  # its place is free
         with anyio.CancelScope(shield=True):
             await self.stream.aclose()
             reply = self.stream.reply
