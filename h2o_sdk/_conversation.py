@@ -239,10 +239,7 @@ class Conversation(Resource):
             UnsupportedError: ``web_search`` or ``files`` where the family has
                 neither (here when the family is known, else before the prompt is sent).
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ValueError("text is blank: chat-ui rejects blank inputs")
+        _check_message(text)
         return self._turn(text, parameters, mode="send", keep_tokens=keep_tokens, web_search=web_search,
                           files=load_files(files))
 
@@ -299,10 +296,7 @@ class Conversation(Resource):
             ValueError: ``history[index]`` is not a user message, or blank text.
             UnsupportedError: The family keeps no tree (0.4, 0.7); before any request.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ValueError("text is blank: chat-ui rejects blank inputs")
+        _check_message(text)
         message = self._at(index)
         if message["role"] != "user":
             raise ValueError(f"history[{index}] is a reply: only a user message can be edited (retry() "
@@ -329,7 +323,7 @@ class Conversation(Resource):
             H2oError: The server refused, or the network failed.
         """
         message = self._at(index)
-        _, messages = self._read_tree()
+        messages = self._read_tree()
         return [{"role": m.get("from"), "content": m.get("content"), "current": m.get("id") == message["id"]}
                 for m in _readback.siblings(messages, message["id"])]
 
@@ -348,7 +342,7 @@ class Conversation(Resource):
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         message = self._at(index)
-        _, messages = self._read_tree()
+        messages = self._read_tree()
         versions = _readback.siblings(messages, message["id"])
         if not 0 <= n < len(versions):
             raise IndexError(f"history[{index}] has {len(versions)} versions, not a version {n}")
@@ -367,11 +361,12 @@ class Conversation(Resource):
             raise ValueError("a turn of this conversation is still streaming")
         return self._messages[index]
 
-    def _read_tree(self) -> tuple[Family, list[dict[str, Any]]]:
+    def _read_tree(self) -> list[dict[str, Any]]:
+        """Every message of the server conversation (``UnsupportedError`` where the family keeps no tree)."""
         assert self._id is not None
         family, messages = self._operations.read_messages(self._id)
         family.check_options(edit=True)
-        return family, messages
+        return messages
 
     def close(self) -> None:
         """Delete the server conversation unless ``keep=True`` (idempotent; logs failures)."""
@@ -478,6 +473,13 @@ class Conversation(Resource):
 
         turn = Turn(self._operations, model=self._model, build=build, owner=self, keep_partial=True)
         return Stream(turn, max_event_size=self._max_event_size, keep_tokens=keep_tokens, on_end=on_end)
+
+
+def _check_message(text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("text is blank: chat-ui rejects blank inputs")
 
 
 def finish(stream: Stream) -> Reply:

@@ -364,7 +364,7 @@ class Stream(Resource):
 class _State:
     """What a stream has received; shared by the Stream and its generator."""
 
-    __slots__ = ("count", "ended", "exchange", "keep_tokens", "parts", "reply", "seq", "sources", "title", "tokens",
+    __slots__ = ("count", "ended", "exchange", "keep_tokens", "others", "parts", "reply", "sources", "title", "tokens",
                  "want_events")
 
     def __init__(self, keep_tokens: bool | None, exchange: Exchange) -> None:
@@ -377,12 +377,17 @@ class _State:
         self.title: str | None = None
         self.sources: tuple[Mapping[str, str], ...] = ()
         self.want_events = False  # events() was called: yield what is not a token too
-        self.seq = 0  # updates read, keepAlive left out: chat-ui HEAD's sequence numbers
+        self.others = 0  # updates read besides tokens, keepAlive left out (for :attr:`seq`)
         self.ended: str | None = None  # how a followed run ended, as HEAD's `end` event says
 
     @property
     def conversation_id(self) -> str | None:
         return self.exchange.conversation_id
+
+    @property
+    def seq(self) -> int:
+        """Updates read, keepAlive left out: chat-ui HEAD's sequence numbers (counted off the token path)."""
+        return self.count + self.others
 
     def add(self, token: Token) -> None:
         self.count += 1
@@ -429,7 +434,6 @@ def _run(
     try:
         if exchange.stream_format == "jsonl":
             outcome = yield from _follow(state, exchange, body, max_event_size, current)
-            events = current[-1]
         else:
             events = SSEClient(iter(LineReader(body.chunks(), max_event_size))).events()
             outcome = yield from _read_events(state, events)
@@ -499,19 +503,20 @@ def _follow(
     lines: Iterator[str] = json_lines(body.chunks(), max_event_size)
     current.append(lines)
     while True:
+        error: BaseException | None = None
         try:
             outcome = yield from _read_updates(state, lines)
-            if outcome == _FINAL or state.ended is not None:
-                return outcome
-            again = None if exchange.aborted else exchange.reattach(state.seq)
-            if again is None:
-                return outcome
         except APITimeoutError:
             raise  # this side gave up waiting: a cut, not a drop
-        except (_Truncated, APIConnectionError):
-            again = None if exchange.aborted else exchange.reattach(state.seq)
-            if again is None:
-                raise
+        except (_Truncated, APIConnectionError) as exc:
+            outcome, error = "", exc
+        if outcome == _FINAL or state.ended is not None:
+            return outcome
+        again = None if exchange.aborted else exchange.reattach(state.seq)
+        if again is None:
+            if error is not None:
+                raise error
+            return outcome
         lines = _replayed(again.chunks(), max_event_size, state)
         current.append(lines)
 
@@ -535,7 +540,7 @@ def _replayed(chunks: Iterable[bytes], max_event_size: int, state: _State) -> It
         if event.id and event.id.isdigit():
             if int(event.id) <= state.seq:
                 continue  # seen already
-            state.seq = int(event.id) - 1  # _read_updates counts it
+            state.others = int(event.id) - 1 - state.count  # _read_updates counts this one
         yield event.data
 
 
@@ -547,7 +552,6 @@ def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, s
     """
     for line in lines:
         kind, value = parse_update(line)
-        state.seq += 1
         if kind == STREAM:
             token = Token(None, value)
             state.add(token)
@@ -573,14 +577,15 @@ def _read_updates(state: _State, lines: Iterator[str]) -> Generator[Any, None, s
             )
             return _FINAL
         elif kind == TITLE:
+            state.others += 1
             state.title, update = value
             if state.want_events:
                 yield from to_events(update, state.title)
         elif kind == OTHER:
-            if value.get("status") == "keepAlive":
-                state.seq -= 1  # HEAD's run does not keep them (head_stream_reattach_*)
-            elif value.get("type") == "webSearch" and "sources" in value:
-                state.sources = sources(value["sources"])
+            if value.get("status") != "keepAlive":  # HEAD's run does not keep them (head_stream_reattach_*)
+                state.others += 1
+                if value.get("type") == "webSearch" and "sources" in value:
+                    state.sources = sources(value["sources"])
             if state.want_events:
                 yield from to_events(value)
     return ""

@@ -289,7 +289,7 @@ class _Gateway:
         items = self.kept.get(_key(model, chat.system, chat.turns[:-1])) if len(chat.turns) > 1 else None
         if items:
             return items.pop().conversation, last
-        text = last if len(chat.turns) == 1 else format_prompt(_openai.flatten(chat.turns))
+        text = last if len(chat.turns) == 1 else format_prompt(chat.turns)
         return self.client.conversation(model=model, keep=True, system_prompt=chat.system), text
 
     def remember(self, chat: ChatRequest, model: str, conversation: AsyncConversation, reply: str) -> None:
@@ -313,11 +313,18 @@ class _Turn:
 
     async def start(self) -> None:
         """Wait for the first piece of the reply: a refusal is still an HTTP status then."""
+        async with self._closed_on_failure():
+            try:
+                self.first = await self.stream.__anext__()
+            except StopAsyncIteration:
+                self.first = ""
+                self.done = True
+
+    @contextlib.asynccontextmanager
+    async def _closed_on_failure(self) -> AsyncIterator[None]:
+        """A failure ends the turn (its conversation deleted); the SDK's error as OpenAI's."""
         try:
-            self.first = await self.stream.__anext__()
-        except StopAsyncIteration:
-            self.first = ""
-            self.done = True
+            yield
         except H2oError as exc:
             await self._close(keep=False)
             raise _upstream(exc) from exc
@@ -402,15 +409,9 @@ class _Turn:
                 await self._close(keep=self.done)
 
     async def whole(self) -> dict[str, Any]:
-        try:
+        async with self._closed_on_failure():
             async for text in self._pieces():
                 self.text += text
-        except H2oError as exc:
-            await self._close(keep=False)
-            raise _upstream(exc) from exc
-        except BaseException:
-            await self._close(keep=False)
-            raise
         await self._close(keep=self.done)
         return _openai.completion(self.ident, self.created, self.model, self.text, self.finish or "stop",
                                   self._tokens(), self._extra())

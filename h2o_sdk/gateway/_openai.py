@@ -16,11 +16,13 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatRequest", "GatewayError", "chunk", "completion", "error_body", "parse_request", "sse", "usage"]
+__all__ = [
+    "ChatRequest", "GatewayError", "chunk", "completion", "error_body", "new_id", "parse_request", "sse", "usage",
+]
 
 #: OpenAI parameters that go to chat-ui 0.4 as TGI generation parameters (name there).
 TGI = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "frequency_penalty": "frequency_penalty"}
@@ -203,8 +205,3 @@ def sse(obj: Any) -> bytes:
     """One server-sent event, as OpenAI frames it."""
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
-
-
-def flatten(turns: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """The turns as the SDK's messages (its ``format_prompt`` flattens them as the seed did)."""
-    return [{"role": t["role"], "content": t["content"]} for t in turns]

@@ -393,20 +393,8 @@ class JsonLinesHandler(ConversationRoutes):
             self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-
-        def write(data: bytes) -> bool:
-            try:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                return True
-            except OSError:
-                self.close_connection = True
-                return False
-
-        replay(run, seen, write, self.app._stopping)
-        try:
-            self.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            self.close_connection = True
+        replay(run, seen, self._write_chunk, self.app._stopping)
+        self._end_chunks()
 
     def _superjson(self, value: Any) -> None:
         self._json(200, {"json": value}, chunked=True)
